@@ -1,0 +1,32 @@
+"""``mailops inventory``: check an inventory directory (all logic in mailops.inventory)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mailops.inventory import display_path, load_inventory, resolve_inventory_path
+
+
+@click.group()
+def inventory() -> None:
+    """Read and check Ansible inventories (inventories/NAME/)."""
+
+
+@inventory.command("check")
+@click.argument("name", default="lab")
+def check(name: str) -> None:
+    """Check inventory NAME (a directory, or a name under inventories/; default: lab).
+
+    Prints one line per problem and exits 1, or a one-line summary.
+    """
+    path = resolve_inventory_path(name)
+    inv, problems = load_inventory(path)
+    if problems or inv is None:
+        for problem in problems:
+            click.echo(str(problem))
+        sys.exit(1)
+    hosts, domains = len(inv.hosts), len(inv.domains)
+    click.echo(f"{display_path(path)}: OK ({hosts} host{'s' if hosts != 1 else ''}, "
+               f"{domains} domain{'s' if domains != 1 else ''})")

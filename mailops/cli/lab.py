@@ -1,0 +1,87 @@
+"""`mailops lab`: the local world every capability is proven in."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mailops.lab import core
+from mailops.lab.config import LabConfig
+
+console = Console()
+
+
+def _log(msg: str) -> None:
+    console.print(f"[dim]lab:[/dim] {msg}")
+
+
+@click.group()
+def lab() -> None:
+    """Local lab: fresh-VPS machines, DNS, package proxy and a receiving mail host."""
+
+
+@lab.command()
+@click.option("--vps", default=1, show_default=True, type=click.IntRange(1, 40), help="Number of fresh VPS machines.")
+@click.option("--json", "as_json", is_flag=True, help="Print the resulting status as JSON.")
+def up(vps: int, as_json: bool) -> None:
+    """Bring the lab up (idempotent: reuses what already runs)."""
+    result = core.up(LabConfig(), vps=vps, log=_log if not as_json else lambda _m: None)
+    if as_json:
+        click.echo(json.dumps({"seconds": result.seconds, "images": result.images, "started": result.started,
+                               "status": result.status}, indent=2))
+        return
+    for name, info in result.images.items():
+        if info.get("built"):
+            _log(f"image {name} built in {info['build_seconds']}s ({info['bytes'] / 1e6:.0f} MB)")
+    _print_status(result.status)
+    console.print(f"lab up in {result.seconds}s; started: {', '.join(result.started) or 'nothing (already up)'}")
+
+
+@lab.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Show each machine and service with its address and state."""
+    st = core.status(LabConfig())
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    _print_status(st)
+
+
+def _print_status(st: dict) -> None:
+    table = Table(title=f"mailops lab ({st['network']['ipv4']}, {st['network']['ipv6']})")
+    for col in ("name", "kind", "address", "state"):
+        table.add_column(col)
+    net = st["network"]
+    table.add_row(net["bridge"], "bridge/gateway", f"{net['gateway_ipv4']}, {net['gateway_ipv6']}",
+                  "present" if net["present"] else "absent")
+    for svc in st["services"]:
+        table.add_row(svc["name"].split(" ")[0], svc["name"], svc["address"], _color(svc["state"]))
+    for m in st["machines"]:
+        table.add_row(m["name"], f"{m['role']} {m['fqdn']}", f"{m['ipv4']}, {m['ipv6']}", _color(m["state"]))
+    console.print(table)
+
+
+def _color(state: str) -> str:
+    return {"running": "[green]running[/green]", "stopped": "[red]stopped[/red]",
+            "degraded": "[yellow]degraded[/yellow]"}.get(state, state)
+
+
+@lab.command()
+def down() -> None:
+    """Stop and remove every machine, service, interface and file of the lab."""
+    core.down(LabConfig(), log=_log)
+    console.print("lab removed; nothing left behind (image and package caches kept for a fast next `lab up`)")
+
+
+@lab.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def ssh(name: str, command: tuple[str, ...]) -> None:
+    """Open an SSH session (or run COMMAND) on lab machine NAME."""
+    argv = core.ssh_argv(LabConfig(), name, list(command))
+    os.execvp(argv[0], argv)

@@ -1,0 +1,92 @@
+"""The end-to-end demo on the lab, as a list of timed steps.
+
+Today it brings the lab up and proves each part answers (SSH into a VPS, a
+lab DNS record, a message into the receiving host with its
+Authentication-Results); later steps (provision, DNS sync, verify) join here.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from mailops.errors import MailopsError
+from mailops.lab import core, receiver
+from mailops.lab.config import MAILBOX_DOMAIN, LabConfig
+
+
+@dataclass
+class StepResult:
+    name: str
+    seconds: float
+    detail: str
+
+
+def _ssh(cfg: LabConfig, name: str, script: str, timeout: float = 60) -> str:
+    proc = core.ssh_run(cfg, name, script, timeout=timeout)
+    if proc.returncode != 0:
+        raise MailopsError(f"ssh {name}: {(proc.stderr.strip() or proc.stdout.strip())[-200:]}")
+    return proc.stdout.strip()
+
+
+def send_test_message(cfg: LabConfig, from_machine: str, sender: str, recipient: str, subject: str,
+                      helo: str | None = None) -> None:
+    """Hand a message to the receiving host over SMTP from a lab machine, with the
+    machine's own python3 (a fresh VPS has nothing else)."""
+    rx = cfg.receiver
+    script = (
+        "import smtplib, email.message, email.utils\n"
+        "m = email.message.EmailMessage()\n"
+        f"m['From'] = {sender!r}; m['To'] = {recipient!r}; m['Subject'] = {subject!r}\n"
+        "m['Date'] = email.utils.formatdate(); m['Message-ID'] = email.utils.make_msgid()\n"
+        "m.set_content('sent by mailops from the lab\\n')\n"
+        f"s = smtplib.SMTP({rx.fqdn!r}, 25, local_hostname={helo!r}, timeout=30)\n"
+        "s.send_message(m); s.quit()\n")
+    _ssh(cfg, from_machine, f"python3 - <<'PYEOF'\n{script}PYEOF")
+
+
+def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], None] = lambda m: None
+             ) -> list[StepResult]:
+    cfg = cfg or LabConfig()
+    results: list[StepResult] = []
+
+    def step(name: str, fn: Callable[[], str]) -> None:
+        log(f"step: {name}")
+        t = time.monotonic()
+        try:
+            detail = fn()
+        except MailopsError as exc:
+            raise MailopsError(f"demo step '{name}' failed: {exc}") from exc
+        results.append(StepResult(name, round(time.monotonic() - t, 1), detail))
+
+    def lab_up() -> str:
+        r = core.up(cfg, vps=vps, log=log)
+        built = [n for n, i in r.images.items() if i.get("built")]
+        return (f"{len(r.status['machines'])} machines running"
+                + (f"; built images: {', '.join(built)}" if built else "; images from cache"))
+
+    def ssh_vps() -> str:
+        return "vps1: " + _ssh(cfg, "vps1", "echo $(hostname) $(systemctl is-system-running) $(python3 -V)")
+
+    def resolve() -> str:
+        return "vps1 resolves mx.inbox.test -> " + _ssh(
+            cfg, "vps1", "python3 -c \"import socket; print(socket.gethostbyname('mx.inbox.test'))\"")
+
+    def mail() -> str:
+        subject = f"mailops demo {uuid.uuid4().hex[:8]}"
+        rcpt = f"demo@{MAILBOX_DOMAIN}"
+        send_test_message(cfg, "vps1", f"root@{cfg.vps(1).fqdn}", rcpt, subject, helo=cfg.vps(1).fqdn)
+        rx_root = core.load_state(cfg)["machines"]["mx"]["root"]
+        msg = receiver.wait_for_message(rx_root, recipient=rcpt, subject=subject, timeout=30)
+        if msg is None:
+            raise MailopsError(f"no message with subject {subject!r} reached {rcpt} within 30s")
+        return "\n".join(["Authentication-Results:"] + [f"  {h}" for h in msg.authentication_results])
+
+    step("lab up", lab_up)
+    step("ssh into a fresh VPS", ssh_vps)
+    step("resolve through the lab DNS", resolve)
+    step("deliver to the receiving host", mail)
+    return results

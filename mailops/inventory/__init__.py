@@ -1,0 +1,33 @@
+"""The inventory: an Ansible inventory directory that is also mailops' typed configuration.
+
+``load_inventory(path)`` returns ``(Inventory | None, problems)``;
+``check_inventory(path)`` returns only the problems. Problems are data
+(:class:`Problem`), one line each; nothing here prints or imports click.
+"""
+
+from mailops.inventory.loader import (
+    MAIL_GROUP,
+    check_inventory,
+    display_path,
+    load_inventory,
+    resolve_inventory_path,
+)
+from mailops.inventory.model import (
+    CloudflareProvider,
+    Domain,
+    EnvSecret,
+    FileSecret,
+    HcloudProvider,
+    Inventory,
+    MailHost,
+    Rfc2136Provider,
+    SubmissionUser,
+)
+from mailops.inventory.problems import Problem
+from mailops.inventory.secrets import resolve as resolve_secret
+
+__all__ = [
+    "MAIL_GROUP", "CloudflareProvider", "Domain", "EnvSecret", "FileSecret", "HcloudProvider",
+    "Inventory", "MailHost", "Problem", "Rfc2136Provider", "SubmissionUser", "check_inventory",
+    "display_path", "load_inventory", "resolve_inventory_path", "resolve_secret",
+]

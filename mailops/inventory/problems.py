@@ -1,0 +1,64 @@
+"""Problems found in an inventory: data, one line each, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def _one_line(text: str) -> str:
+    # A problem is printed as exactly one line, whatever the YAML held.
+    return " ".join(str(text).splitlines()) if text else ""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """``str()`` is ``"<file>[:<line>]: <field>: <message>"``.
+
+    ``file`` is the YAML file (or directory) as the operator would type it,
+    ``field`` the path inside that file (see :func:`render_path`), ``message``
+    says what is wrong and how to fix it.
+    """
+
+    file: str
+    field: str
+    message: str
+    line: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "file", _one_line(self.file) or "?")
+        object.__setattr__(self, "field", _one_line(self.field) or "(file)")
+        object.__setattr__(self, "message", _one_line(self.message) or "invalid")
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field}: {self.message}"
+
+
+def render_segment(key: Any) -> str:
+    """``name`` for plain keys, ``["shop.test"]`` for keys with dots etc., ``[0]`` for list items."""
+    if isinstance(key, str):
+        if _PLAIN_KEY.match(key):
+            return key
+        return "[" + json.dumps(key, ensure_ascii=False) + "]"
+    if isinstance(key, bool) or key is None:
+        return "[" + json.dumps(key) + "]"
+    if isinstance(key, (int, float)):
+        return f"[{key}]"
+    if isinstance(key, date):
+        return f"[{key.isoformat()}]"
+    return "[" + json.dumps(str(key), ensure_ascii=False) + "]"
+
+
+def render_path(path: tuple) -> str:
+    """Field path inside a YAML file, e.g. ``mailops_domains["shop.test"].dmarc.policy``."""
+    out = ""
+    for key in path:
+        seg = render_segment(key)
+        out += seg if (not out or seg.startswith("[")) else "." + seg
+    return out or "(file)"
