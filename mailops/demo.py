@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from mailops.errors import MailopsError
@@ -23,6 +23,7 @@ class StepResult:
     name: str
     seconds: float
     detail: str
+    extra: list[str] = field(default_factory=list)
 
 
 def _ssh(cfg: LabConfig, name: str, script: str, timeout: float = 60) -> str:
@@ -53,14 +54,15 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
     cfg = cfg or LabConfig()
     results: list[StepResult] = []
 
-    def step(name: str, fn: Callable[[], str]) -> None:
+    def step(name: str, fn: Callable[[], str | tuple[str, list[str]]]) -> None:
         log(f"step: {name}")
         t = time.monotonic()
         try:
-            detail = fn()
+            out = fn()
         except MailopsError as exc:
             raise MailopsError(f"demo step '{name}' failed: {exc}") from exc
-        results.append(StepResult(name, round(time.monotonic() - t, 1), detail))
+        detail, extra = out if isinstance(out, tuple) else (out, [])
+        results.append(StepResult(name, round(time.monotonic() - t, 1), detail, extra))
 
     def lab_up() -> str:
         r = core.up(cfg, vps=vps, log=log)
@@ -83,7 +85,9 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
         msg = receiver.wait_for_message(rx_root, recipient=rcpt, subject=subject, timeout=30)
         if msg is None:
             raise MailopsError(f"no message with subject {subject!r} reached {rcpt} within 30s")
-        return "\n".join(["Authentication-Results:"] + [f"  {h}" for h in msg.authentication_results])
+        verdicts = ", ".join(f"{m}={msg.auth_result(m)}" for m in ("dkim", "spf", "dmarc"))
+        return (f"delivered to {rcpt}: {verdicts} (unsigned, no SPF yet: provisioning comes next)",
+                [f"Authentication-Results: {h}" for h in msg.authentication_results])
 
     step("lab up", lab_up)
     step("ssh into a fresh VPS", ssh_vps)

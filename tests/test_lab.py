@@ -255,3 +255,21 @@ def test_receiver_reports_failures_too(lab, lab_cfg):
     assert msg.auth_result("spf") == "fail", results
     assert msg.auth_result("dmarc") == "fail", results
     assert msg.auth_result("dkim") in ("none", None), results
+
+
+def test_receiver_dmarc_passes_on_aligned_spf_alone(lab, lab_cfg):
+    vps = lab_cfg.vps(1)
+    _publish(lab_cfg, "shop.test.", [
+        ("@", "TXT", f"v=spf1 ip4:{vps.ipv4} ip6:{vps.ipv6} -all", 60),
+        ("_dmarc", "TXT", "v=DMARC1; p=reject", 60),
+    ])
+    subject = f"spf only {uuid.uuid4().hex[:8]}"
+    rcpt = "spf@inbox.test"
+    _send_from_vps(lab_cfg, _message("alice@shop.test", rcpt, subject), "alice@shop.test", rcpt, vps.fqdn)
+    msg = receiver.wait_for_message(core.machine_root(lab_cfg, "mx"), recipient=rcpt, subject=subject, timeout=30)
+    assert msg is not None
+    results = " | ".join(msg.authentication_results)
+    assert msg.auth_result("spf") == "pass" and msg.auth_result("dkim") == "none", results
+    assert msg.auth_result("dmarc") == "pass", results
+    # SPF is stamped once (policyd-spf), not again by OpenDMARC
+    assert results.count("spf=") == 1, results

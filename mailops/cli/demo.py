@@ -27,5 +27,8 @@ def demo(vps: int) -> None:
     for r in results:
         table.add_row(r.name, f"{r.seconds:.1f}", r.detail)
     console.print(table)
+    for r in results:
+        for line in r.extra:
+            console.print(f"  {line}", soft_wrap=True, highlight=False)
     console.print(f"demo finished in {time.monotonic() - t0:.1f}s. The lab stays up: "
                   "`mailops lab status`, `mailops lab ssh vps1`; remove it with `mailops lab down`.")

@@ -97,6 +97,9 @@ class _Collector:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self._seen: set[tuple] = set()
+        # Set when a file could not be read: its data is missing, so "required"
+        # and cross-reference checks would only produce misleading follow-ups.
+        self.incomplete = False
 
     def add(self, problem: Problem) -> None:
         key = (problem.file, problem.field, problem.message)
@@ -129,6 +132,7 @@ class _Builder:
         self.stack: set[int] = set()
 
     def _fail(self, path: tuple, message: str, what: str) -> _Unreadable:
+        self.out.incomplete = True  # the value is missing: skip follow-up "required"/reference checks
         self.out.at(self.src, path, message)
         self.src.bad.append(path)
         return _Unreadable(what)
@@ -200,6 +204,7 @@ def _read_yaml(path: Path, out: _Collector) -> _Source | None:
     src.lines[()] = 1
 
     def fail(message: str, line: int | None = None) -> None:
+        out.incomplete = True
         out.add(Problem(src.display, "(file)", message, line))
 
     try:
@@ -210,8 +215,9 @@ def _read_yaml(path: Path, out: _Collector) -> _Source | None:
     except OSError as exc:
         fail(f"cannot read ({exc.strerror or exc}); check that it is a readable file")
         return None
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # checks for unprintable characters already
         node = loader.get_single_node()
         if node is None:
             fail("file is empty; add the settings or delete the file")
@@ -224,7 +230,7 @@ def _read_yaml(path: Path, out: _Collector) -> _Source | None:
              mark.line + 1 if mark else None)
         return None
     except yaml.YAMLError as exc:
-        fail(f"YAML error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; remove the offending characters")
+        fail(f"YAML error: {' '.join(str(exc).split()) or type(exc).__name__}; remove the offending characters")
         return None
     except RecursionError:
         fail("nested too deeply to read; flatten the data")
@@ -233,7 +239,8 @@ def _read_yaml(path: Path, out: _Collector) -> _Source | None:
         fail("too many values (an alias expands too often); remove the repeated aliases")
         return None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if not isinstance(src.data, dict):
         if not isinstance(src.data, _Unreadable):
             fail(f"the top level must be a mapping (key: value), found {m.kind(src.data)}; "
@@ -279,15 +286,20 @@ class _Ansible:
         self.hosts: dict[str, _Host] = {}
         self.all_defs: list[_Var] = []  # every variable definition, for the unknown-key check
 
+    def _lost(self, src: _Source, path: tuple, message: str) -> None:
+        """A structure problem: the data under ``path`` is not used, so skip completeness checks."""
+        self.out.incomplete = True
+        self.out.at(src, path, message)
+
     def _vars(self, src: _Source, data: Any, path: tuple, into: dict[str, _Var]) -> None:
         if data is None:
             return
         if not isinstance(data, dict):
-            self.out.at(src, path, f"variables must be a mapping (name: value), found {m.kind(data)}")
+            self._lost(src, path, f"variables must be a mapping (name: value), found {m.kind(data)}")
             return
         for name, value in data.items():
             if not isinstance(name, str):
-                self.out.at(src, path + (name,), "variable names must be text; rename it")
+                self._lost(src, path + (name,), "variable names must be text; rename it")
                 continue
             var = _Var(name, value, src, path + (name,))
             into[name] = var
@@ -304,7 +316,7 @@ class _Ansible:
         if data is None:
             return
         if not isinstance(data, dict):
-            self.out.at(src, path, f"a group must be a mapping with hosts:, children: and vars:, found {m.kind(data)}")
+            self._lost(src, path, f"a group must be a mapping with hosts:, children: and vars:, found {m.kind(data)}")
             return
         for key, value in data.items():
             kpath = path + (key,)
@@ -314,7 +326,7 @@ class _Ansible:
                 if value is None:
                     continue
                 if not isinstance(value, dict):
-                    self.out.at(src, kpath, f"hosts must be a mapping of host names to their variables, found {m.kind(value)}")
+                    self._lost(src, kpath, f"hosts must be a mapping of host names to their variables, found {m.kind(value)}")
                     continue
                 for host_name, host_vars in value.items():
                     hname = str(host_name)
@@ -327,15 +339,15 @@ class _Ansible:
                 if value is None:
                     continue
                 if not isinstance(value, dict):
-                    self.out.at(src, kpath, f"children must be a mapping of group names, found {m.kind(value)}")
+                    self._lost(src, kpath, f"children must be a mapping of group names, found {m.kind(value)}")
                     continue
                 for child, child_data in value.items():
                     if depth > 50:
-                        self.out.at(src, kpath, "groups nested too deeply; flatten them")
+                        self._lost(src, kpath, "groups nested too deeply; flatten them")
                         break
                     self._group(src, str(child), child_data, kpath + (child,), parent=name, depth=depth + 1)
             else:
-                self.out.at(src, kpath, "unknown key in a group; a group holds only hosts, children and vars"
+                self._lost(src, kpath, "unknown key in a group; a group holds only hosts, children and vars"
                             + _suggest(key, ["hosts", "children", "vars"]))
 
     def add_vars_file(self, kind: str, name: str, src: _Source) -> None:
@@ -343,6 +355,7 @@ class _Ansible:
         if target is None:
             known = list(self.groups) if kind == "group_vars" else list(self.hosts)
             what = "group" if kind == "group_vars" else "host"
+            self.out.incomplete = True
             self.out.add(Problem(src.display, "(file)",
                                  f"there is no {what} {name!r} in the inventory, so Ansible ignores this file; "
                                  f"rename it after an existing {what}" + _suggest(name, known), 1))
@@ -398,8 +411,12 @@ class _Ansible:
 
 
 def _suggest(word: Any, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    """A did-you-mean hint; the shared ``mailops_`` prefix is ignored so it does not make everything look close."""
+    word, choices = str(word), list(choices)
+    strip = (lambda t: t[8:] if t.startswith("mailops_") else t) if word.startswith("mailops_") else (lambda t: t)
+    by_stem = {strip(c): c for c in choices}
+    close = difflib.get_close_matches(strip(word), list(by_stem), n=1, cutoff=0.6)
+    return f" (did you mean {by_stem[close[0]]}?)" if close else ""
 
 
 # --- pydantic errors -> problems -------------------------------------------
@@ -461,6 +478,20 @@ def _fields_at(tp: Any, loc: tuple) -> list[str]:
     return []
 
 
+def _tags_at(tp: Any, loc: tuple) -> list[str]:
+    """The ``type`` values a discriminated union at ``loc`` accepts."""
+    for seg in loc:
+        tp = _step(tp, seg)
+        if tp is None:
+            return []
+    tags = []
+    for member in typing.get_args(_unwrap(tp)):
+        member = _unwrap(member)
+        if isinstance(member, type) and issubclass(member, BaseModel) and "type" in member.model_fields:
+            tags += list(typing.get_args(member.model_fields["type"].annotation))
+    return tags
+
+
 _SENSITIVE = re.compile(r"secret|token|password|passwd", re.I)
 
 
@@ -505,9 +536,11 @@ def _message(err: dict, tp: Any, sensitive: bool) -> str:
         choices = ", ".join(re.findall(r"'((?:[^'\\]|\\.)*)'", str(ctx.get("expected", ""))))
         return f"{shown} is not one of {choices}; set one of those"
     if etype in ("union_tag_invalid", "union_tag_not_found"):
-        choices = ", ".join(re.findall(r"'((?:[^'\\]|\\.)*)'", str(ctx.get("expected_tags", ""))))
+        choices = ", ".join(_tags_at(tp, loc))
+        if not isinstance(value, dict):
+            return f"expected a mapping with type: {choices}, found {m.kind(value)}; write a mapping"
         if etype == "union_tag_not_found":
-            return f"required: type; set type: to one of {choices}"
+            return f"required; set type: to one of {choices}"
         return f"type {m.show(ctx.get('tag'))} is not one of {choices}; set one of those"
     if etype in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         limit = next(iter(ctx.values()), "?")
@@ -540,6 +573,8 @@ def _validate(var: _Var, tp: Any, out: _Collector) -> tuple[bool, Any]:
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             sub, is_key = _source_path(var.value, tuple(err["loc"]))
+            if err["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(err.get("input"), dict):
+                sub += ("type",)  # point at the discriminator, not the whole entry
             path = var.path + sub
             sensitive = any(isinstance(s, str) and _SENSITIVE.search(s) for s in path)
             message = _message(err, tp, sensitive)
@@ -599,7 +634,7 @@ class _Checker:
         for name, (attr, tp) in m.GLOBAL_VARS.items():
             var = defs.get(name)
             if var is None or (var.value is None and name not in m.REQUIRED_GLOBAL_VARS):
-                if name in m.REQUIRED_GLOBAL_VARS:
+                if name in m.REQUIRED_GLOBAL_VARS and not self.out.incomplete:
                     src, path = self._missing_global_place(name)
                     self.out.at(src, path, "required; " + m.MISSING_HINTS[name])
                 continue
@@ -610,7 +645,7 @@ class _Checker:
 
     def mail_hosts(self) -> list[tuple[_Host, dict[str, _Var], m.MailHost | None]]:
         names = self.ans.members(MAIL_GROUP)
-        if not names:
+        if not names and not self.out.incomplete:
             src = self.inv_sources[0]
             self.out.at(src, ("all", "children", MAIL_GROUP, "hosts"),
                         f"no hosts in group {MAIL_GROUP}; add your mail servers under all.children.{MAIL_GROUP}.hosts")
@@ -624,7 +659,7 @@ class _Checker:
             for var_name, (attr, tp) in m.HOST_VARS.items():
                 var = defs.get(var_name)
                 if var is None or var.value is None:
-                    if var_name in m.REQUIRED_HOST_VARS:
+                    if var_name in m.REQUIRED_HOST_VARS and not self.out.incomplete:
                         self.out.at(decl_src, decl_path + (var_name,), "required; " + m.MISSING_HINTS[var_name])
                         ok = False
                     continue
@@ -632,7 +667,7 @@ class _Checker:
                 ok &= good
                 if good:
                     values[attr] = value
-            if "fqdn" not in values and "mailops_fqdn" not in defs:
+            if "fqdn" not in values and getattr(defs.get("mailops_fqdn"), "value", None) is None:
                 fqdn = _norm_domain(name)
                 if fqdn is None:
                     self.out.at(decl_src, decl_path,
@@ -640,7 +675,13 @@ class _Checker:
                                 "is not set; set mailops_fqdn: (e.g. mail.example.com) or name the host by its FQDN")
                     ok = False
                 values["fqdn"] = fqdn
-            result.append((host, defs, m.MailHost(**values) if ok else None))
+            mail_host = None
+            if ok:
+                try:
+                    mail_host = m.MailHost(**values)
+                except ValidationError:  # a required value is missing in an unreadable file
+                    pass
+            result.append((host, defs, mail_host))
         return result
 
     def cross(self, gvals: dict[str, Any], gdefs: dict[str, _Var], hosts: list) -> None:
@@ -656,9 +697,12 @@ class _Checker:
 
         def check_provider(var: _Var, path: tuple, name: Any, kind: str, names: list[str]) -> None:
             if isinstance(name, str) and name not in names:
-                have = ", ".join(names) or f"none defined yet; add {kind}"
+                if not names:
+                    out.at(var.src, var.path + path, f"{m.show(name)} is not defined: {kind} is empty or missing; "
+                           f"add {kind} with an entry {name}")
+                    return
                 out.at(var.src, var.path + path, f"{m.show(name)} is not defined in {kind}; define it there or use "
-                       f"one of: {have}" + _suggest(name, names))
+                       f"one of: {', '.join(names)}" + _suggest(name, names))
 
         domains_var = gdefs.get("mailops_domains")
         domain_names: set[str] = set()
@@ -732,7 +776,12 @@ class _Checker:
                                             f"login at one of: {', '.join(sorted(domain_names))}")
 
         keystore = gdefs.get("mailops_dkim_keystore")
-        if keystore and "dkim_keystore" in gvals:
+        unset = re.search(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)",
+                          os.path.expandvars(os.path.expanduser(gvals.get("dkim_keystore", ""))))
+        if keystore and unset:
+            out.at(keystore.src, keystore.path, f"environment variable {unset.group(1)} is not set, so the key "
+                   f"store location is unknown; export {unset.group(1)} or write the path without it")
+        elif keystore and "dkim_keystore" in gvals:
             path = self.keystore_path(gvals["dkim_keystore"])
             for root, what in _git_roots(self.root.resolve()):
                 if path == root or root in path.parents:
@@ -810,7 +859,8 @@ def load_inventory(path: str | Path) -> tuple[m.Inventory | None, list[Problem]]
     checker.unknown_keys()
     gvals, gdefs = checker.globals()
     hosts = checker.mail_hosts()
-    checker.cross(gvals, gdefs, hosts)
+    if not out.incomplete:
+        checker.cross(gvals, gdefs, hosts)
     if out.problems:
         return None, out.problems
 

@@ -66,10 +66,12 @@ def _need_text(value: Any, what: str, example: str) -> str:
 # --- DNS names -------------------------------------------------------------
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Names only looked up for TXT records (SPF includes) may use underscores: _spf.google.com.
+_TXT_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
 def dns_name(value: Any, *, what: str = "a domain name", example: str = "mail.example.com",
-             min_labels: int = 2) -> str:
+             min_labels: int = 2, underscore: bool = False) -> str:
     """Normalise a DNS name: lower case, no trailing dot, LDH labels of 1-63 chars."""
     text = _need_text(value, what, example)
     name = text.lower()
@@ -91,7 +93,7 @@ def dns_name(value: Any, *, what: str = "a domain name", example: str = "mail.ex
                 f"write e.g. {example}")
         if len(label) > 63:
             raise ValueError(f"{show(value)} has a label longer than 63 characters; shorten it")
-        if not _LABEL.match(label):
+        if not (_TXT_LABEL if underscore else _LABEL).match(label):
             raise ValueError(
                 f"{show(value)} is not {what}: label {label!r} may only hold letters, digits "
                 f"and inner hyphens; write e.g. {example}")
@@ -102,6 +104,10 @@ def dns_name(value: Any, *, what: str = "a domain name", example: str = "mail.ex
 
 def _fqdn(value: Any) -> str:
     return dns_name(value, what="a fully qualified domain name")
+
+
+def _spf_include(value: Any) -> str:
+    return dns_name(value, what="a domain name", example="_spf.example.com", underscore=True)
 
 
 def _zone(value: Any) -> str:
@@ -138,6 +144,7 @@ def _host_or_ip(value: Any) -> str:
 
 Fqdn = Annotated[str, PlainValidator(_fqdn)]
 DomainName = Fqdn
+SpfInclude = Annotated[str, PlainValidator(_spf_include)]
 ZoneName = Annotated[str, PlainValidator(_zone)]
 TsigKeyName = Annotated[str, PlainValidator(_tsig_key_name)]
 Selector = Annotated[str, PlainValidator(_selector)]
@@ -378,7 +385,7 @@ class DkimSettings(_Model):
 
 
 class SpfSettings(_Model):
-    include: list[DomainName] = Field(default_factory=list)
+    include: list[SpfInclude] = Field(default_factory=list)
     ip4: list[IPv4Net] = Field(default_factory=list)
     ip6: list[IPv6Net] = Field(default_factory=list)
     all: Literal["~all", "-all"] = "~all"

@@ -104,8 +104,9 @@ Socket inet:{DMARC_PORT}@127.0.0.1
 PidFile /run/opendmarc/opendmarc.pid
 UserID opendmarc
 UMask 0002
-SPFSelfValidate true
+SPFSelfValidate false
 SPFIgnoreResults false
+# SPF is checked once, by policyd-spf; OpenDMARC trusts its Authentication-Results
 RejectFailures false
 IgnoreAuthenticatedClients true
 RequiredHeaders false
