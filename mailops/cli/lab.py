@@ -78,6 +78,14 @@ def down() -> None:
     console.print("lab removed; nothing left behind (image and package caches kept for a fast next `lab up`)")
 
 
+@lab.command()
+@click.argument("name")
+def reset(name: str) -> None:
+    """Replace machine NAME with a pristine copy (like re-installing a VPS)."""
+    m = core.reset(LabConfig(), name, log=_log)
+    console.print(f"{name} reset: fresh machine at {m['ipv4']}, {m['ipv6']} (new SSH host keys recorded)")
+
+
 @lab.command(context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)

@@ -507,6 +507,15 @@ class RateLimits(_Model):
     per_user: PerUserLimit | None = None
 
 
+class TlsSettings(_Model):
+    """How mail hosts get their certificate. Self-signed only when asked for."""
+    mode: Literal["acme", "selfsigned"] = "acme"
+    acme_directory: HttpUrl = "https://acme-v02.api.letsencrypt.org/directory"  # type: ignore[assignment]
+    acme_email: Text | None = None
+    # CA bundle certbot must trust for the ACME server's own HTTPS (a private CA).
+    acme_ca_bundle: Text | None = None
+
+
 # --- the whole inventory ---------------------------------------------------
 
 class MailHost(_Model):
@@ -520,6 +529,8 @@ class MailHost(_Model):
     ssh_port: int = Field(22, ge=1, le=65535)
     ssh_private_key_file: Text | None = None
     reverse_dns_provider: ProviderName | None = None
+    # False when the IPv6 address has no PTR: the server then sends over IPv4 only.
+    ipv6_ptr: bool = True
 
 
 class Inventory(_Model):
@@ -534,6 +545,9 @@ class Inventory(_Model):
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     dkim_keystore: Path
     apt_proxy: HttpUrl | None = None
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    # host[:port] that pre-flight checks connect to on port 25 (outbound SMTP test)
+    smtp_probe: HostOrIp = "gmail-smtp-in.l.google.com"
 
     def host(self, name: str) -> MailHost:
         for host in self.hosts:
@@ -564,6 +578,7 @@ HOST_VARS: dict[str, tuple[str, Any]] = {
     "mailops_ipv4": ("ipv4", PublicIPv4),
     "mailops_ipv6": ("ipv6", PublicIPv6),
     "mailops_reverse_dns_provider": ("reverse_dns_provider", ProviderName),
+    "mailops_ipv6_ptr": ("ipv6_ptr", bool),
 }
 REQUIRED_HOST_VARS = ("ansible_host", "mailops_ipv4")
 
@@ -577,6 +592,8 @@ GLOBAL_VARS: dict[str, tuple[str, Any]] = {
     "mailops_reverse_dns_providers": ("reverse_dns_providers", dict[ProviderName, ReverseDnsProvider]),
     "mailops_submission_users": ("submission_users", list[SubmissionUser]),
     "mailops_rate_limits": ("rate_limits", RateLimits),
+    "mailops_tls": ("tls", TlsSettings),
+    "mailops_smtp_probe": ("smtp_probe", HostOrIp),
 }
 REQUIRED_GLOBAL_VARS = ("mailops_dkim_keystore", "mailops_domains")
 

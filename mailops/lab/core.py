@@ -170,8 +170,9 @@ def up(cfg: LabConfig | None = None, vps: int = 1, log: Log = _quiet) -> UpResul
             step = "creating the lab network"
             if net.up(cfg):
                 started.append(("network", lambda: net.down(cfg)))
-            step = "preparing the lab SSH key"
+            step = "preparing the lab SSH key and secrets"
             pubkey = _ensure_ssh_key(cfg)
+            _ensure_lab_secrets(cfg)
 
             step = "starting the DNS server (BIND)"
             dcfg = dns_config(cfg)
@@ -243,6 +244,24 @@ def _ensure_ssh_key(cfg: LabConfig) -> str:
             "generating the lab SSH key")
     cfg.ssh_key.chmod(0o600)
     return cfg.ssh_key.with_suffix(".pub").read_text()
+
+
+LAB_SUBMISSION_USERS = ("alice", "news")
+
+
+def _ensure_lab_secrets(cfg: LabConfig) -> None:
+    """Random passwords for the lab inventory's submission users, 0600, never printed."""
+    import secrets as _secrets
+
+    sdir = cfg.state_dir / "secrets"
+    sdir.mkdir(parents=True, exist_ok=True)
+    sdir.chmod(0o700)
+    for user in LAB_SUBMISSION_USERS:
+        path = sdir / f"{user}.password"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(_secrets.token_urlsafe(18) + "\n")
 
 
 def _record_host_keys(cfg: LabConfig, state: dict) -> None:
@@ -414,3 +433,32 @@ def machine_root(cfg: LabConfig, name: str) -> Path:
     if not m:
         raise MailopsError(f"lab machine {name!r} is not running; run `mailops lab up`")
     return Path(m["root"])
+
+
+def reset(cfg: LabConfig | None = None, name: str = "vps1", log: Log = _quiet) -> dict:
+    """Replace one machine with a pristine copy of its image (a re-installed VPS).
+
+    Its addresses and names stay; its SSH host keys are new (as after a
+    provider's rebuild), and known_hosts is updated accordingly."""
+    cfg = cfg or LabConfig()
+    require_root()
+    with _lock(cfg):
+        state = load_state(cfg)
+        current = state.get("machines", {}).get(name)
+        if current is None:
+            known = ", ".join(sorted(state.get("machines", {}))) or "none"
+            raise MailopsError(f"no lab machine named {name!r}; running machines: {known}")
+        m = cfg.receiver if current["role"] == "receiver" else cfg.vps(int(name.removeprefix("vps")))
+        log(f"resetting {name}")
+        _remove_machine(cfg, current)
+        img = image.image_path(cfg, "receiver" if m.role == "receiver" else "base")
+        root = machine.prepare_root(cfg, m, img, _ensure_ssh_key(cfg))
+        if m.role == "receiver":
+            receiver.configure_root(cfg, m, root)
+        running = machine.start(cfg, m, root)
+        state["machines"][name] = running.to_dict()
+        save_state(cfg, state)
+        _record_host_keys(cfg, state)
+        if m.role == "receiver":
+            _wait_receiver(cfg, running.to_dict())
+        return running.to_dict()
