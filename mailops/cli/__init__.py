@@ -31,9 +31,11 @@ def main() -> None:
 
 
 def _register() -> None:
-    from mailops.cli import demo, inventory, lab
+    from mailops.cli import demo, dkim, inventory, lab, provision
 
     main.add_command(lab.lab)
+    main.add_command(provision.provision)
+    main.add_command(dkim.dkim)
     main.add_command(inventory.inventory)
     main.add_command(demo.demo)
 

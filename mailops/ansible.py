@@ -1,0 +1,226 @@
+"""Running the project's playbooks with ansible-runner, as data.
+
+ansible-runner drives ansible-playbook in a private, throw-away data
+directory (0700, removed afterwards) so that no task output, which may hold
+secrets despite no_log, is left behind as artifacts.  Events are turned into
+small records for the caller (the CLI renders them live with rich).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mailops.errors import MailopsError
+
+
+def project_dir() -> Path:
+    """The directory holding playbooks/, roles/ and ansible.cfg."""
+    env = os.environ.get("MAILOPS_PROJECT_DIR")
+    root = Path(env) if env else Path(__file__).resolve().parent.parent
+    if not (root / "playbooks" / "site.yml").exists():
+        raise MailopsError(f"{root}: no playbooks/site.yml here; set MAILOPS_PROJECT_DIR to the mailops project")
+    return root
+
+
+def _venv_bin() -> str:
+    return str(Path(sys.executable).parent)
+
+
+def ansible_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["ANSIBLE_CONFIG"] = str(project_dir() / "ansible.cfg")
+    env["ANSIBLE_ROLES_PATH"] = str(project_dir() / "roles")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["PATH"] = _venv_bin() + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def inventory_hostvars(inventory: Path) -> dict[str, dict]:
+    """Every host's merged variables, as Ansible itself sees them."""
+    proc = subprocess.run([str(Path(_venv_bin()) / "ansible-inventory"), "-i", str(inventory), "--list"],
+                          capture_output=True, text=True, env=ansible_env(), timeout=120)
+    if proc.returncode != 0:
+        raise MailopsError(f"{inventory}: ansible-inventory failed: {proc.stderr.strip().splitlines()[-1:]}")
+    data = json.loads(proc.stdout)
+    return data.get("_meta", {}).get("hostvars", {})
+
+
+def ssh_base_args(hostvars: dict) -> list[str]:
+    """ssh options for a host, built from the same variables Ansible uses."""
+    args = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
+    if hostvars.get("ansible_ssh_private_key_file"):
+        args += ["-i", os.path.expanduser(str(hostvars["ansible_ssh_private_key_file"]))]
+    if hostvars.get("ansible_port"):
+        args += ["-p", str(hostvars["ansible_port"])]
+    args += shlex.split(str(hostvars.get("ansible_ssh_common_args", "")))
+    args += [f"{hostvars.get('ansible_user', 'root')}@{hostvars.get('ansible_host')}"]
+    return args
+
+
+def known_hosts_file(hostvars: dict) -> Path:
+    words = shlex.split(str(hostvars.get("ansible_ssh_common_args", "")))
+    for i, word in enumerate(words):
+        opt = word
+        if word == "-o" and i + 1 < len(words):
+            opt = words[i + 1]
+        if opt.lower().startswith("userknownhostsfile="):
+            return Path(os.path.expanduser(opt.split("=", 1)[1].split()[0]))
+    return Path.home() / ".ssh" / "known_hosts"
+
+
+# -- converge ----------------------------------------------------------------
+@dataclass
+class TaskEvent:
+    host: str
+    task: str
+    status: str  # ok | changed | failed | skipped | unreachable | start
+    duration: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class HostSummary:
+    host: str
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    failed_task: str = ""
+    failed_message: str = ""
+
+
+@dataclass
+class ApplyResult:
+    rc: int
+    status: str
+    seconds: float
+    hosts: dict[str, HostSummary] = field(default_factory=dict)
+    changed_tasks: list[tuple[str, str]] = field(default_factory=list)
+    check: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and all(h.failed == 0 and h.unreachable == 0 for h in self.hosts.values())
+
+    @property
+    def changed(self) -> int:
+        return sum(h.changed for h in self.hosts.values())
+
+    def to_dict(self) -> dict:
+        return {"rc": self.rc, "status": self.status, "ok": self.ok, "check": self.check, "seconds": self.seconds,
+                "changed": self.changed, "hosts": {k: asdict(v) for k, v in self.hosts.items()},
+                "changed_tasks": [list(t) for t in self.changed_tasks]}
+
+
+def _failure_message(res: dict) -> str:
+    if res.get("censored"):
+        return str(res["censored"])
+    for key in ("msg", "stderr", "module_stderr", "stdout"):
+        val = res.get(key)
+        if val:
+            text = " ".join(str(val).split())
+            return text[:400]
+    return "failed (no message)"
+
+
+def apply(inventory: Path, *, playbook: str = "playbooks/site.yml", check: bool = False, diff: bool = False,
+          limit: str | None = None, tags: str | None = None, extravars: dict | None = None,
+          on_event: Callable[[TaskEvent], None] | None = None) -> ApplyResult:
+    """Converge hosts of an inventory; returns per-host stats (no secret ever stored)."""
+    import ansible_runner
+
+    on_event = on_event or (lambda e: None)
+    inventory = Path(inventory).resolve()
+    if not inventory.exists():
+        raise MailopsError(f"{inventory}: inventory not found")
+    cmdline = []
+    if check:
+        cmdline.append("--check")
+    if diff:
+        cmdline.append("--diff")
+    if tags:
+        cmdline += ["--tags", tags]
+    result = ApplyResult(rc=-1, status="", seconds=0.0, check=check)
+    current_task = {"name": ""}
+
+    def handle(event: dict) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {}) or {}
+        host = data.get("host") or data.get("remote_addr") or ""
+        if kind == "playbook_on_task_start":
+            current_task["name"] = data.get("task", "")
+            on_event(TaskEvent("", current_task["name"], "start"))
+        elif kind.startswith("runner_on_") and host:
+            summary = result.hosts.setdefault(host, HostSummary(host))
+            res = data.get("res") or {}
+            task = data.get("task", current_task["name"])
+            duration = float(data.get("duration") or 0.0)
+            if kind == "runner_on_ok":
+                status = "changed" if res.get("changed") else "ok"
+                if status == "changed":
+                    result.changed_tasks.append((host, task))
+            elif kind == "runner_on_failed":
+                status = "ok" if data.get("ignore_errors") else "failed"
+                if status == "failed":
+                    summary.failed_task, summary.failed_message = task, _failure_message(res)
+            elif kind == "runner_on_unreachable":
+                status = "unreachable"
+                summary.failed_task, summary.failed_message = task, _failure_message(res)
+            elif kind == "runner_on_skipped":
+                status = "skipped"
+            else:
+                return False
+            on_event(TaskEvent(host, task, status, duration,
+                               summary.failed_message if status in ("failed", "unreachable") else ""))
+        elif kind == "playbook_on_stats":
+            for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"),
+                              ("dark", "unreachable"), ("skipped", "skipped")):
+                for host, count in (data.get(key) or {}).items():
+                    setattr(result.hosts.setdefault(host, HostSummary(host)), attr, count)
+        # Returning False keeps events (and any task output) out of the artifact directory.
+        return False
+
+    # ansible-runner finds ansible-playbook on PATH: make it the one beside us.
+    os.environ["PATH"] = ansible_env()["PATH"]
+    private = Path(tempfile.mkdtemp(prefix="mailops-runner-"))
+    os.chmod(private, 0o700)
+    t0 = time.monotonic()
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private), project_dir=str(project_dir()), playbook=str(project_dir() / playbook),
+            inventory=str(inventory), cmdline=" ".join(cmdline) or None, limit=limit, extravars=extravars or {},
+            envvars={k: v for k, v in ansible_env().items() if k.startswith("ANSIBLE_")},
+            quiet=True, event_handler=handle, suppress_env_files=True,
+        )
+        result.rc, result.status = runner.rc, runner.status
+        if runner.rc != 0 and not any(h.failed or h.unreachable for h in result.hosts.values()):
+            # ansible-playbook failed before any task (syntax error, bad inventory, ...)
+            tail = _last_stdout_line(runner)
+            result.hosts.setdefault("(playbook)", HostSummary("(playbook)", failed=1, failed_task="(start)",
+                                                              failed_message=tail))
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    result.seconds = round(time.monotonic() - t0, 1)
+    return result
+
+
+def _last_stdout_line(runner) -> str:
+    try:
+        lines = [l.strip() for l in runner.stdout.read().splitlines() if l.strip()]
+    except Exception:
+        return f"ansible-playbook exited with {runner.rc}"
+    for line in reversed(lines):
+        if "ERROR" in line or "error" in line:
+            return line[:400]
+    return (lines[-1] if lines else f"ansible-playbook exited with {runner.rc}")[:400]

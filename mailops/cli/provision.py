@@ -1,0 +1,132 @@
+"""`mailops provision new-vps HOST` and `mailops provision apply`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from mailops.ansible import ApplyResult, TaskEvent, apply as run_apply
+from mailops.errors import MailopsError
+from mailops.inventory import resolve_inventory_path
+from mailops.provision import establish_trust, host_vars, load_checked, preflight
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _progress_table(rows: dict, task: str, started: float) -> Table:
+    table = Table(title=f"converging: {task}"[:100], title_justify="left")
+    for col in ("host", "ok", "changed", "failed", "last task", "s"):
+        table.add_column(col)
+    for host, r in sorted(rows.items()):
+        table.add_row(host, str(r["ok"]), f"[yellow]{r['changed']}[/yellow]" if r["changed"] else "0",
+                      f"[red]{r['failed']}[/red]" if r["failed"] else "0", r["task"][:50], f"{r['dur']:.1f}")
+    table.caption = f"{time.monotonic() - started:.0f}s elapsed"
+    return table
+
+
+def converge(inventory, *, check=False, diff=False, limit=None, tags=None, as_json=False) -> ApplyResult:
+    rows: dict[str, dict] = {}
+    state = {"task": "starting"}
+    started = time.monotonic()
+    live = None if as_json or not console.is_terminal else Live(console=console, refresh_per_second=4)
+
+    def on_event(ev: TaskEvent) -> None:
+        if ev.status == "start":
+            state["task"] = ev.task
+        else:
+            r = rows.setdefault(ev.host, {"ok": 0, "changed": 0, "failed": 0, "task": "", "dur": 0.0})
+            key = {"ok": "ok", "changed": "changed", "failed": "failed", "unreachable": "failed"}.get(ev.status)
+            if key:
+                r[key] += 1
+            r["task"], r["dur"] = ev.task, ev.duration
+            if not as_json and live is None and ev.status in ("changed", "failed", "unreachable"):
+                color = "yellow" if ev.status == "changed" else "red"
+                console.print(f"[{color}]{ev.status:>9}[/{color}] {ev.host}: {ev.task} ({ev.duration:.1f}s)")
+            if ev.status in ("failed", "unreachable") and not as_json:
+                console.print(f"[red]FAILED[/red] {ev.host}: {ev.task}: {ev.message}")
+        if live is not None:
+            live.update(_progress_table(rows, state["task"], started))
+
+    if live is not None:
+        live.start()
+    try:
+        result = run_apply(inventory, check=check, diff=diff, limit=limit, tags=tags, on_event=on_event)
+    finally:
+        if live is not None:
+            live.stop()
+    return result
+
+
+def report(result: ApplyResult, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(result.to_dict()))
+    else:
+        table = Table(title=f"{'check' if result.check else 'converge'}: {result.status} in {result.seconds}s")
+        for col in ("host", "ok", "changed", "failed", "unreachable", "skipped", "failure"):
+            table.add_column(col)
+        for h in sorted(result.hosts.values(), key=lambda h: h.host):
+            failure = f"{h.failed_task}: {h.failed_message}" if (h.failed or h.unreachable) else ""
+            table.add_row(h.host, str(h.ok), str(h.changed), str(h.failed), str(h.unreachable), str(h.skipped),
+                          failure[:200])
+        out.print(table)
+    if not result.ok:
+        sys.exit(2)
+
+
+@click.group()
+def provision() -> None:
+    """Converge mail hosts with the project's Ansible roles."""
+
+
+@provision.command("apply")
+@click.option("-i", "--inventory", "inventory_name", default="lab", show_default=True, help="Inventory name or path.")
+@click.option("--check", is_flag=True, help="Dry run: report what would change.")
+@click.option("--diff", is_flag=True, help="Show file differences.")
+@click.option("--limit", default=None, help="Only these hosts (Ansible pattern).")
+@click.option("--tags", default=None, help="Only these roles/tags, e.g. postfix,opendkim.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+def apply_cmd(inventory_name, check, diff, limit, tags, as_json):
+    """Converge every mail host of the inventory (in parallel)."""
+    inventory = resolve_inventory_path(inventory_name)
+    load_checked(inventory)
+    report(converge(inventory, check=check, diff=diff, limit=limit, tags=tags, as_json=as_json), as_json)
+
+
+@provision.command("new-vps")
+@click.argument("host")
+@click.option("-i", "--inventory", "inventory_name", default="lab", show_default=True)
+@click.option("--expect-fingerprint", default=None, help="The SSH host key fingerprint (SHA256:...) you expect.")
+@click.option("--yes", is_flag=True, help="Trust the host key shown without asking (trust on first use).")
+@click.option("--json", "as_json", is_flag=True)
+def new_vps(host, inventory_name, expect_fingerprint, yes, as_json):
+    """First contact with a fresh server: host key, pre-flight checks, full converge."""
+    inventory = resolve_inventory_path(inventory_name)
+    inv = load_checked(inventory)
+    hv = host_vars(inventory, host)
+
+    def confirm(keys) -> bool:
+        for k in keys:
+            console.print(f"  {host} host key {k.keytype} {k.fingerprint}")
+        if yes:
+            console.print("  trusting it (--yes)")
+            return True
+        if not sys.stdin.isatty():
+            return False
+        return click.confirm("Is this the server's host key (compare with your provider's console)?", err=True)
+
+    trust = establish_trust(hv, expect_fingerprint=expect_fingerprint, confirm=confirm)
+    console.print(f"host key {trust.status}: {', '.join(trust.fingerprints)} ({trust.known_hosts})")
+    checks = preflight(hv, inv.smtp_probe)
+    for c in checks:
+        console.print(f"  {'[green]ok[/green]  ' if c.ok else '[red]FAIL[/red]'} {c.name}: {c.detail}")
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise MailopsError(f"pre-flight check '{failed[0].name}' failed for {host}: {failed[0].detail}")
+    report(converge(inventory, limit=host, as_json=as_json), as_json)

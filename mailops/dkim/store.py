@@ -1,0 +1,595 @@
+"""The DKIM key store on the controller: ``<store>/keys.json`` plus one PEM file per key.
+
+Manifest (the contract the opendkim role reads)::
+
+    {"version": 1, "keys": [{"domain": "shop.test", "selector": "mo-20261122",
+      "algorithm": "rsa", "bits": 2048, "state": "pending|active|retired",
+      "created": "2026-11-22T10:46:00Z", "activated": null, "retired": null,
+      "private_key": "shop.test/mo-20261122.key", "dns_value": "v=DKIM1; k=rsa; p=..."}]}
+
+Life cycle: pending -> active -> retired -> (purged after the grace period).
+Every change holds an exclusive lock on ``<store>/.lock``, writes key files before
+the manifest, and replaces the manifest atomically (temp file, fsync, rename,
+fsync of the directory).  Private key files are created 0600 and directories 0700
+from the start.  Private key material never appears in a return value, message
+or exception raised here.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from mailops.dkim import dnscheck
+from mailops.errors import MailopsError
+
+__all__ = [
+    "ALGORITHMS", "ActivationResult", "DkimKey", "GenerateResult", "KeyStore", "STATES",
+    "format_time", "parse_time",
+]
+
+MANIFEST = "keys.json"
+LOCK = ".lock"
+VERSION = 1
+ALGORITHMS = ("rsa", "ed25519")
+STATES = ("pending", "active", "retired")
+MIN_RSA_BITS, MAX_RSA_BITS = 2048, 4096
+DEFAULT_PREFIX = "mo"
+DEFAULT_GRACE_DAYS = 7
+_FIELDS = ("domain", "selector", "algorithm", "bits", "state", "created", "activated", "retired",
+           "private_key", "dns_value")
+_PREFIX_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
+_SELECTOR_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_DOMAIN_RE = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+")
+
+
+# --------------------------------------------------------------------------- time
+
+
+def _now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC).replace(microsecond=0)
+    if now.tzinfo is None:
+        return now.replace(tzinfo=UTC, microsecond=0)
+    return now.astimezone(UTC).replace(microsecond=0)
+
+
+def format_time(when: datetime) -> str:
+    """ISO 8601 in UTC with a Z: ``2026-11-22T10:46:00Z``."""
+    return _now(when).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """One manifest entry.  Holds no private key material (only its relative path)."""
+
+    domain: str
+    selector: str
+    algorithm: str
+    bits: int | None
+    state: str
+    created: str
+    activated: str | None
+    retired: str | None
+    private_key: str
+    dns_value: str
+
+    @property
+    def record_name(self) -> str:
+        """The TXT owner name: ``<selector>._domainkey.<domain>``."""
+        return dnscheck.record_name(self.domain, self.selector)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    created: list[DkimKey] = field(default_factory=list)
+    existing: list[DkimKey] = field(default_factory=list)  # active keys that made generate a no-op
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    activated: list[DkimKey]
+    retired: list[DkimKey]
+    # selector -> {server: value | None | LookupFailed}; empty when the check was forced off
+    checks: dict[str, dict[str, Any]]
+    forced: bool = False
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _setting(settings: Any, name: str, default: Any) -> Any:
+    if settings is None:
+        return default
+    if isinstance(settings, Mapping):
+        value = settings.get(name, default)
+    else:
+        value = getattr(settings, name, default)
+    return default if value is None else value
+
+
+def _check_settings(domain: str, settings: Any) -> tuple[str, list[str], int]:
+    where = f"mailops_domains.{domain}.dkim"
+    prefix = _setting(settings, "selector_prefix", DEFAULT_PREFIX)
+    if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+        raise MailopsError(f"{where}.selector_prefix: {prefix!r} is not a valid selector prefix; "
+                           "use 1-40 lowercase letters, digits and inner hyphens, e.g. mo")
+    algorithms = list(_setting(settings, "algorithms", ["rsa"]))
+    bad = [a for a in algorithms if a not in ALGORITHMS]
+    if bad or not algorithms or len(set(algorithms)) != len(algorithms):
+        raise MailopsError(f"{where}.algorithms: {algorithms!r} is not valid; "
+                           "list rsa and/or ed25519, each at most once, e.g. [rsa] or [rsa, ed25519]")
+    bits = _setting(settings, "rsa_bits", MIN_RSA_BITS)
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise MailopsError(f"{where}.rsa_bits: {bits!r} is not a number; set rsa_bits: 2048")
+    if bits < MIN_RSA_BITS:
+        raise MailopsError(f"{where}.rsa_bits: {bits}-bit RSA keys are too weak and receivers reject them; "
+                           "set rsa_bits: 2048 (up to 4096)")
+    if bits > MAX_RSA_BITS:
+        raise MailopsError(f"{where}.rsa_bits: {bits}-bit RSA keys do not fit in DNS TXT records reliably; "
+                           "set rsa_bits between 2048 and 4096")
+    return prefix, algorithms, bits
+
+
+def _check_domain(domain: str) -> str:
+    name = domain.strip().lower().rstrip(".") if isinstance(domain, str) else ""
+    if not _DOMAIN_RE.fullmatch(name):
+        raise MailopsError(f"{domain!r} is not a domain name; pass a fully qualified name such as shop.example.com")
+    return name
+
+
+# --------------------------------------------------------------------------- key material
+
+
+def _new_key(algorithm: str, bits: int) -> tuple[bytes, str]:
+    """(PKCS#8 PEM private key, DNS TXT value)."""
+    if algorithm == "rsa":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        spki = private.public_key().public_bytes(serialization.Encoding.DER,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+        value = "v=DKIM1; k=rsa; p=" + base64.b64encode(spki).decode("ascii")
+    else:
+        private = ed25519.Ed25519PrivateKey.generate()
+        raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        value = "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw).decode("ascii")
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return pem, value
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` 0600 (never wider, not even briefly), fully written, or not at all."""
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)  # fails if the name exists: never overwrite a key
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class KeyStore:
+    """The key store directory.  ``grace_days``: days a retired key stays published,
+    one number or ``{domain: days}`` (missing domains: 7)."""
+
+    def __init__(self, path: str | Path, grace_days: int | Mapping[str, int] = DEFAULT_GRACE_DAYS) -> None:
+        self.path = Path(path)
+        self.grace_days = grace_days
+
+    @classmethod
+    def for_inventory(cls, inv: Any) -> "KeyStore":
+        """The store of a loaded :class:`mailops.inventory.Inventory`, with its grace periods."""
+        grace = {name: d.dkim.retired_grace_days for name, d in inv.domains.items()}
+        return cls(inv.dkim_keystore, grace)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def private_key_path(self, key: DkimKey) -> Path:
+        return self.path / key.private_key
+
+    def grace_for(self, domain: str) -> timedelta:
+        if isinstance(self.grace_days, Mapping):
+            days = self.grace_days.get(domain, DEFAULT_GRACE_DAYS)
+        else:
+            days = self.grace_days
+        return timedelta(days=days)
+
+    # ---- reading
+
+    def _read(self) -> list[DkimKey]:
+        where = self.manifest_path
+        try:
+            text = where.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise MailopsError(f"{where}: cannot read the DKIM key manifest ({exc.strerror or exc}); "
+                               "check its permissions") from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise MailopsError(f"{where}: not valid JSON ({exc}); restore it from a backup") from None
+        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("keys"), list):
+            raise MailopsError(f"{where}: expected {{\"version\": 1, \"keys\": [...]}}; "
+                               "restore it from a backup or upgrade mailops")
+        keys: list[DkimKey] = []
+        seen: set[tuple[str, str]] = set()
+        for i, entry in enumerate(data["keys"]):
+            keys.append(self._entry(i, entry))
+            ident = (keys[-1].domain, keys[-1].selector)
+            if ident in seen:
+                raise MailopsError(f"{where}: keys[{i}].selector: {ident[1]} appears twice for {ident[0]}; "
+                                   "remove the duplicate entry")
+            seen.add(ident)
+        return keys
+
+    def _entry(self, i: int, entry: Any) -> DkimKey:
+        where = f"{self.manifest_path}: keys[{i}]"
+        fix = "fix the entry or restore keys.json from a backup"
+        if not isinstance(entry, dict):
+            raise MailopsError(f"{where}: expected an object; {fix}")
+        missing = [f for f in _FIELDS if f not in entry]
+        if missing:
+            raise MailopsError(f"{where}: missing field {missing[0]}; {fix}")
+        extra = sorted(set(entry) - set(_FIELDS))
+        if extra:
+            raise MailopsError(f"{where}: unknown field {extra[0]}; remove it")
+
+        def bad(name: str, want: str) -> MailopsError:
+            shown = repr(entry[name]) if name != "dns_value" else "(value)"
+            return MailopsError(f"{where}.{name}: {shown} is not {want}; {fix}")
+
+        if not isinstance(entry["domain"], str) or not _DOMAIN_RE.fullmatch(entry["domain"]):
+            raise bad("domain", "a lowercase domain name")
+        if not isinstance(entry["selector"], str) or not _SELECTOR_RE.fullmatch(entry["selector"]):
+            raise bad("selector", "a DKIM selector")
+        if entry["algorithm"] not in ALGORITHMS:
+            raise bad("algorithm", "rsa or ed25519")
+        if entry["state"] not in STATES:
+            raise bad("state", "pending, active or retired")
+        bits = entry["bits"]
+        if entry["algorithm"] == "rsa":
+            if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_RSA_BITS <= bits <= MAX_RSA_BITS:
+                raise bad("bits", "a number from 2048 to 4096")
+        elif bits is not None:
+            raise bad("bits", "null (ed25519 keys have no size)")
+        for name in ("created", "activated", "retired"):
+            value = entry[name]
+            if value is None and name != "created":
+                continue
+            try:
+                if not isinstance(value, str):
+                    raise ValueError
+                parse_time(value)
+            except ValueError:
+                raise bad(name, "an ISO 8601 time" + (" or null" if name != "created" else "")) from None
+        if entry["state"] == "active" and entry["activated"] is None:
+            raise bad("activated", "set (an active key needs its activation time)")
+        if entry["state"] == "retired" and entry["retired"] is None:
+            raise bad("retired", "set (a retired key needs its retirement time)")
+        rel = entry["private_key"]
+        if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise bad("private_key", "a path inside the store, like shop.test/mo-20261122.key")
+        value = entry["dns_value"]
+        if not isinstance(value, str) or not dnscheck.parse_tags(value).get("p"):
+            raise bad("dns_value", "a DKIM record with p=")
+        return DkimKey(**{name: entry[name] for name in _FIELDS})
+
+    def keys(self, domain: str | None = None) -> list[DkimKey]:
+        """All keys (or one domain's), sorted by domain, creation time and selector."""
+        keys = self._read()
+        if domain is not None:
+            domain = _check_domain(domain)
+            keys = [k for k in keys if k.domain == domain]
+        return sorted(keys, key=lambda k: (k.domain, k.created, k.selector))
+
+    def get(self, domain: str, selector: str) -> DkimKey:
+        domain = _check_domain(domain)
+        for key in self.keys(domain):
+            if key.selector == selector:
+                return key
+        known = ", ".join(k.selector for k in self.keys(domain)) or "none"
+        raise MailopsError(f"{domain} has no DKIM key with selector {selector!r} in {self.manifest_path} "
+                           f"(known: {known}); see mailops dkim list")
+
+    def published_until(self, key: DkimKey) -> datetime | None:
+        """When a retired key stops being published (None: not retired)."""
+        if key.state != "retired" or key.retired is None:
+            return None
+        return parse_time(key.retired) + self.grace_for(key.domain)
+
+    def is_published(self, key: DkimKey, now: datetime | None = None) -> bool:
+        """Pending and active keys, and retired keys within the domain's grace period."""
+        if key.state in ("pending", "active"):
+            return True
+        until = self.published_until(key)
+        return until is not None and _now(now) < until
+
+    def published(self, domain: str, now: datetime | None = None) -> list[DkimKey]:
+        """The keys whose records DNS must carry (what ``dns sync`` publishes)."""
+        return [k for k in self.keys(domain) if self.is_published(k, now)]
+
+    def signing(self, domain: str) -> list[DkimKey]:
+        """The active keys: the ones that sign."""
+        return [k for k in self.keys(domain) if k.state == "active"]
+
+    # ---- writing
+
+    def _ensure_dir(self, path: Path) -> None:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                raise MailopsError(f"{path} exists but is not a directory; move it away or set "
+                                   "mailops_dkim_keystore to another path") from None
+            if st.st_mode & 0o022:
+                raise MailopsError(f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                                   f"run chmod 700 {path}") from None
+        except OSError as exc:
+            raise MailopsError(f"cannot create the DKIM key store directory {path} "
+                               f"({exc.strerror or exc}); check mailops_dkim_keystore and permissions") from None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[list[DkimKey]]:
+        """Exclusive lock; yields the current keys (re-read under the lock)."""
+        parent = self.path.parent
+        if not parent.is_dir():
+            try:
+                parent.mkdir(parents=True, mode=0o755)
+            except OSError as exc:
+                raise MailopsError(f"cannot create {parent} ({exc.strerror or exc}); "
+                                   "check mailops_dkim_keystore and permissions") from None
+        self._ensure_dir(self.path)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield self._read()
+        finally:
+            os.close(fd)
+
+    def _save(self, keys: Iterable[DkimKey]) -> None:
+        ordered = sorted(keys, key=lambda k: (k.domain, k.created, k.selector))
+        text = json.dumps({"version": VERSION, "keys": [k.to_dict() for k in ordered]}, indent=2) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=".keys-", suffix=".json", dir=self.path)  # mkstemp: 0600
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.manifest_path)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise MailopsError(f"cannot write {self.manifest_path} ({exc.strerror or exc}); "
+                               "check free space and permissions (the old manifest is unchanged)") from None
+        _fsync_dir(self.path)
+
+    def _selector(self, keys: list[DkimKey], domain: str, prefix: str, algorithm: str, when: datetime,
+                  taken: set[str]) -> str:
+        base = f"{prefix}-{when:%Y%m%d}" + ("-ed" if algorithm == "ed25519" else "")
+        used = {k.selector for k in keys if k.domain == domain} | taken
+        n = 1
+        while True:
+            selector = base if n == 1 else f"{base}-{n}"
+            # an orphan key file (e.g. from an interrupted run) also blocks the name: never overwrite a key
+            if selector not in used and not (self.path / domain / f"{selector}.key").exists():
+                return selector
+            n += 1
+
+    def _create(self, keys: list[DkimKey], domain: str, settings: Any, algorithms: list[str],
+                state: str, when: datetime) -> list[DkimKey]:
+        prefix, _, bits = _check_settings(domain, settings)
+        self._ensure_dir(self.path / domain)
+        created: list[DkimKey] = []
+        taken: set[str] = set()
+        try:
+            for algorithm in algorithms:
+                selector = self._selector(keys, domain, prefix, algorithm, when, taken)
+                taken.add(selector)
+                pem, value = _new_key(algorithm, bits)
+                rel = f"{domain}/{selector}.key"
+                try:
+                    _write_private(self.path / rel, pem)
+                except OSError as exc:
+                    raise MailopsError(f"cannot write the private key file {self.path / rel} "
+                                       f"({exc.strerror or exc}); check free space and permissions") from None
+                stamp = format_time(when)
+                created.append(DkimKey(domain=domain, selector=selector, algorithm=algorithm,
+                                       bits=bits if algorithm == "rsa" else None, state=state,
+                                       created=stamp, activated=stamp if state == "active" else None,
+                                       retired=None, private_key=rel, dns_value=value))
+            self._save(keys + created)
+        except BaseException:
+            for key in created:  # no orphan key files when the manifest was not written
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path / key.private_key)
+            raise
+        return created
+
+    def generate(self, domain: str, settings: Any = None, now: datetime | None = None) -> GenerateResult:
+        """The domain's first key(s), directly active, one per configured algorithm.
+
+        Algorithms that already have an active key are left alone (idempotent)."""
+        domain = _check_domain(domain)
+        _, algorithms, _ = _check_settings(domain, settings)
+        when = _now(now)
+        with self._locked() as keys:
+            active = [k for k in keys if k.domain == domain and k.state == "active"]
+            have = {k.algorithm for k in active}
+            missing = [a for a in algorithms if a not in have]
+            created = self._create(keys, domain, settings, missing, "active", when) if missing else []
+        return GenerateResult(created=created, existing=sorted(active, key=lambda k: k.selector))
+
+    def rotate(self, domain: str, settings: Any = None, now: datetime | None = None) -> list[DkimKey]:
+        """New pending key(s), one per configured algorithm, to publish and then activate."""
+        domain = _check_domain(domain)
+        _, algorithms, _ = _check_settings(domain, settings)
+        when = _now(now)
+        with self._locked() as keys:
+            pending = [k for k in keys if k.domain == domain and k.state == "pending" and k.algorithm in algorithms]
+            if pending:
+                names = ", ".join(k.selector for k in pending)
+                raise MailopsError(
+                    f"{domain} already has a pending key ({names}); activate it "
+                    f"(mailops dkim activate {domain}) or drop it (mailops dkim retire {domain} SELECTOR) "
+                    "before rotating again")
+            return self._create(keys, domain, settings, algorithms, "pending", when)
+
+    def activate(self, domain: str, selector: str | None = None, *,
+                 nameservers: list[str] | None = None, port: int = 53,
+                 checker: dnscheck.Checker | None = None, force: bool = False,
+                 now: datetime | None = None) -> ActivationResult:
+        """Make pending key(s) active once DNS shows them; retire the keys they replace.
+
+        ``selector`` None: every pending key of the domain.  Each must be visible with
+        exactly its public key on every server ``checker(domain, selector)`` reports
+        (default: :func:`dnscheck.published_value` on ``nameservers``), otherwise
+        nothing changes and MailopsError says what each server answered.
+        ``force`` skips the DNS check: mail signed with a key receivers cannot find fails DKIM.
+        """
+        domain = _check_domain(domain)
+        when = _now(now)
+        if checker is None:
+            def checker(d: str, s: str) -> dict:
+                return dnscheck.published_value(d, s, nameservers, port=port)
+        # check DNS before taking the lock (queries can be slow); state is re-checked under it
+        targets = self._targets(self.keys(domain), domain, selector)
+        checks: dict[str, dict[str, Any]] = {}
+        if not force:
+            failures = []
+            for key in targets:
+                answers = dict(checker(domain, key.selector))
+                checks[key.selector] = answers
+                if not answers or not all(dnscheck.matches(key.dns_value, v) for v in answers.values()):
+                    seen = "; ".join(f"{srv}: {dnscheck.describe(key.dns_value, v)}" for srv, v in answers.items())
+                    failures.append(f"{key.record_name} TXT is not visible with the expected key "
+                                    f"on every authoritative server ({seen or 'no server answered'})")
+            if failures:
+                raise MailopsError(f"{domain}: refusing to activate: " + " and ".join(failures) +
+                                   "; publish the record (mailops dns sync), wait and retry, "
+                                   "or pass --force (dangerous: receivers fail DKIM until DNS has the key)")
+        with self._locked() as keys:
+            targets = self._targets(keys, domain, selector)
+            stamp = format_time(when)
+            activated, retired = [], []
+            new = {(k.domain, k.selector) for k in targets}
+            algos = {k.algorithm for k in targets}
+            updated = []
+            for key in keys:
+                if (key.domain, key.selector) in new:
+                    key = replace(key, state="active", activated=stamp)
+                    activated.append(key)
+                elif key.domain == domain and key.state == "active" and key.algorithm in algos:
+                    key = replace(key, state="retired", retired=stamp)
+                    retired.append(key)
+                updated.append(key)
+            self._save(updated)
+        return ActivationResult(activated=activated, retired=retired, checks=checks, forced=force)
+
+    @staticmethod
+    def _targets(keys: list[DkimKey], domain: str, selector: str | None) -> list[DkimKey]:
+        mine = [k for k in keys if k.domain == domain]
+        if selector is not None:
+            match = [k for k in mine if k.selector == selector]
+            if not match:
+                known = ", ".join(k.selector for k in mine) or "none"
+                raise MailopsError(f"{domain} has no DKIM key with selector {selector!r} (known: {known}); "
+                                   "see mailops dkim list")
+            if match[0].state != "pending":
+                raise MailopsError(f"{domain}: key {selector} is {match[0].state}, not pending; only pending "
+                                   f"keys can be activated (create one with mailops dkim rotate {domain})")
+            return match
+        pending = [k for k in mine if k.state == "pending"]
+        if not pending:
+            raise MailopsError(f"{domain} has no pending DKIM key to activate; "
+                               f"create one with mailops dkim rotate {domain}")
+        algos = [k.algorithm for k in pending]
+        if len(set(algos)) != len(algos):
+            names = ", ".join(k.selector for k in pending)
+            raise MailopsError(f"{domain} has several pending keys of one algorithm ({names}); "
+                               "choose one with --selector")
+        return pending
+
+    def retire(self, domain: str, selector: str, now: datetime | None = None) -> DkimKey:
+        """Mark a key retired now (a retired key keeps its original time)."""
+        domain = _check_domain(domain)
+        when = _now(now)
+        with self._locked() as keys:
+            target = self._find(keys, domain, selector)
+            if target.state == "retired":
+                return target
+            done = replace(target, state="retired", retired=format_time(when))
+            self._save([done if k is target else k for k in keys])
+        return done
+
+    @staticmethod
+    def _find(keys: list[DkimKey], domain: str, selector: str) -> DkimKey:
+        for key in keys:
+            if key.domain == domain and key.selector == selector:
+                return key
+        known = ", ".join(k.selector for k in keys if k.domain == domain) or "none"
+        raise MailopsError(f"{domain} has no DKIM key with selector {selector!r} (known: {known}); "
+                           "see mailops dkim list")
+
+    def purge(self, now: datetime | None = None) -> list[DkimKey]:
+        """Remove retired keys past their grace period: manifest entry and private key file."""
+        when = _now(now)
+        with self._locked() as keys:
+            gone = [k for k in keys if k.state == "retired" and not self.is_published(k, when)]
+            if not gone:
+                return []
+            self._save([k for k in keys if k not in gone])
+            for key in gone:
+                try:
+                    os.unlink(self.path / key.private_key)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise MailopsError(f"removed {key.selector} from the manifest but cannot delete "
+                                       f"{self.path / key.private_key} ({exc.strerror or exc}); "
+                                       "delete it by hand") from None
+        return gone

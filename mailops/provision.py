@@ -1,0 +1,172 @@
+"""First contact with a fresh VPS (`provision new-vps`) and converging (`apply`).
+
+new-vps never trusts a host key silently: it shows the fingerprints, and
+records them only when they match what the operator expects (or the operator
+confirms).  Pre-flight checks refuse servers that cannot work as a sending
+server, above all a provider that blocks outbound port 25.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from mailops.ansible import inventory_hostvars, known_hosts_file, ssh_base_args
+from mailops.errors import MailopsError
+from mailops.inventory import load_inventory
+
+MIN_RAM_MB = 450
+MIN_DISK_MB = 2000
+
+
+@dataclass
+class HostKey:
+    keytype: str
+    key: str
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(base64.b64decode(self.key)).digest()
+        return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+
+
+def load_checked(inventory: Path):
+    inv, problems = load_inventory(inventory)
+    if problems:
+        raise MailopsError(f"inventory has {len(problems)} problem(s), first: {problems[0]} "
+                           f"(run `mailops inventory check {inventory}`)")
+    return inv
+
+
+def host_vars(inventory: Path, host: str) -> dict:
+    hostvars = inventory_hostvars(inventory)
+    if host not in hostvars:
+        known = ", ".join(sorted(hostvars)) or "none"
+        raise MailopsError(f"{inventory}: no host {host!r} in the inventory; hosts: {known}")
+    return hostvars[host]
+
+
+def _known_host_name(hv: dict) -> str:
+    addr, port = str(hv.get("ansible_host")), int(hv.get("ansible_port") or 22)
+    return addr if port == 22 else f"[{addr}]:{port}"
+
+
+def scan_host_keys(hv: dict) -> list[HostKey]:
+    port = str(hv.get("ansible_port") or 22)
+    proc = subprocess.run(["ssh-keyscan", "-T", "10", "-p", port, "-t", "ed25519,ecdsa,rsa", str(hv["ansible_host"])],
+                          capture_output=True, text=True, timeout=60)
+    keys = []
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not line.startswith("#"):
+            keys.append(HostKey(parts[1], parts[2]))
+    if not keys:
+        raise MailopsError(f"no SSH host key from {hv['ansible_host']}:{port}: is the server up and is SSH open?")
+    return keys
+
+
+def recorded_host_keys(hv: dict) -> list[HostKey]:
+    kh = known_hosts_file(hv)
+    if not kh.exists():
+        return []
+    proc = subprocess.run(["ssh-keygen", "-F", _known_host_name(hv), "-f", str(kh)], capture_output=True, text=True)
+    keys = []
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and not line.startswith("#"):
+            keys.append(HostKey(parts[1], parts[2]))
+    return keys
+
+
+@dataclass
+class TrustDecision:
+    status: str  # "known" | "recorded"
+    fingerprints: list[str]
+    known_hosts: Path
+
+
+def establish_trust(hv: dict, *, expect_fingerprint: str | None = None,
+                    confirm: Callable[[list[HostKey]], bool] | None = None) -> TrustDecision:
+    """Trust on first use, never silently."""
+    scanned = scan_host_keys(hv)
+    recorded = recorded_host_keys(hv)
+    kh = known_hosts_file(hv)
+    if recorded:
+        if any((s.keytype, s.key) == (r.keytype, r.key) for s in scanned for r in recorded):
+            return TrustDecision("known", [k.fingerprint for k in scanned], kh)
+        raise MailopsError(
+            f"SSH host key of {hv['ansible_host']} does NOT match the one recorded in {kh} "
+            f"(now {scanned[0].fingerprint}); if the VPS was re-installed, remove the old key with "
+            f"`ssh-keygen -R {_known_host_name(hv)} -f {kh}` and run new-vps again, otherwise stop: "
+            "someone may be intercepting the connection")
+    if expect_fingerprint:
+        if expect_fingerprint not in [k.fingerprint for k in scanned]:
+            raise MailopsError(f"SSH host key of {hv['ansible_host']} is {scanned[0].fingerprint}, not the expected "
+                               f"{expect_fingerprint}; refusing to trust it")
+    elif confirm is None or not confirm(scanned):
+        raise MailopsError(f"SSH host key of {hv['ansible_host']} not confirmed ({scanned[0].fingerprint}); "
+                           "compare it with your provider's console and re-run with --expect-fingerprint or --yes")
+    kh.parent.mkdir(parents=True, exist_ok=True)
+    with open(kh, "a") as fh:
+        for k in scanned:
+            fh.write(f"{_known_host_name(hv)} {k.keytype} {k.key}\n")
+    return TrustDecision("recorded", [k.fingerprint for k in scanned], kh)
+
+
+PREFLIGHT_SCRIPT = r"""
+import os, shutil, socket, sys
+info = dict(l.strip().split("=", 1) for l in open("/etc/os-release") if "=" in l)
+print("os", info.get("ID", "?").strip('"'), info.get("VERSION_ID", "?").strip('"'))
+mem = [l for l in open("/proc/meminfo") if l.startswith("MemTotal:")][0].split()[1]
+print("ram_mb", int(mem) // 1024)
+print("disk_mb", shutil.disk_usage("/").free // 2**20)
+probe = sys.argv[1]
+try:
+    s = socket.create_connection((probe, 25), timeout=10)
+    s.settimeout(10)
+    banner = s.recv(200).decode(errors="replace").strip().splitlines()[0]
+    s.close()
+    print("smtp25", "ok", banner[:80])
+except Exception as exc:
+    print("smtp25", "blocked", type(exc).__name__, str(exc)[:80])
+"""
+
+
+def preflight(hv: dict, smtp_probe: str) -> list[CheckResult]:
+    cmd = ssh_base_args(hv) + ["python3", "-", smtp_probe]
+    proc = subprocess.run(cmd, input=PREFLIGHT_SCRIPT, capture_output=True, text=True, timeout=90)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return [CheckResult("ssh", False, f"cannot run commands over SSH: {last}")]
+    facts = {}
+    for line in proc.stdout.splitlines():
+        key, _, rest = line.partition(" ")
+        facts[key] = rest
+    results = [CheckResult("ssh", True, f"connected as {hv.get('ansible_user', 'root')}")]
+    os_id = facts.get("os", "? ?").split()
+    results.append(CheckResult("os", os_id[:2] == ["debian", "12"],
+                               f"{' '.join(os_id)}" + ("" if os_id[:2] == ["debian", "12"] else
+                                                       "; mailops supports Debian 12 (bookworm) only")))
+    ram = int(facts.get("ram_mb", 0))
+    results.append(CheckResult("ram", ram >= MIN_RAM_MB, f"{ram} MB" + ("" if ram >= MIN_RAM_MB else
+                                                                        f"; need at least {MIN_RAM_MB} MB")))
+    disk = int(facts.get("disk_mb", 0))
+    results.append(CheckResult("disk", disk >= MIN_DISK_MB, f"{disk} MB free on /" + (
+        "" if disk >= MIN_DISK_MB else f"; need at least {MIN_DISK_MB} MB")))
+    smtp = facts.get("smtp25", "blocked ?")
+    ok = smtp.startswith("ok")
+    results.append(CheckResult("outbound port 25", ok, f"{smtp_probe}: " + (
+        smtp[3:].strip() if ok else smtp[8:].strip() + "; outbound SMTP looks blocked by the provider: ask them to "
+        "unblock port 25 (a sending server cannot deliver without it)")))
+    return results
