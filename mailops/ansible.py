@@ -224,3 +224,12 @@ def _last_stdout_line(runner) -> str:
         if "ERROR" in line or "error" in line:
             return line[:400]
     return (lines[-1] if lines else f"ansible-playbook exited with {runner.rc}")[:400]
+
+
+def fact_cache_dir() -> Path:
+    return Path(os.path.expanduser("~/.cache/mailops/ansible-facts"))
+
+
+def forget_facts(host: str) -> None:
+    """Drop cached facts of a host (a fresh or re-installed server must be looked at anew)."""
+    (fact_cache_dir() / host).unlink(missing_ok=True)

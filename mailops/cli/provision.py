@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from mailops.ansible import ApplyResult, TaskEvent, apply as run_apply
+from mailops.ansible import ApplyResult, TaskEvent, apply as run_apply, forget_facts
 from mailops.errors import MailopsError
 from mailops.inventory import resolve_inventory_path
 from mailops.provision import establish_trust, host_vars, load_checked, preflight
@@ -129,4 +129,5 @@ def new_vps(host, inventory_name, expect_fingerprint, yes, as_json):
     failed = [c for c in checks if not c.ok]
     if failed:
         raise MailopsError(f"pre-flight check '{failed[0].name}' failed for {host}: {failed[0].detail}")
+    forget_facts(host)  # a fresh server: never reuse facts cached for an earlier machine
     report(converge(inventory, limit=host, as_json=as_json), as_json)
