@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from mailops.errors import MailopsError
-from mailops.lab import dns, image, machine, net, proxy, receiver
+from mailops.lab import acme, dns, image, machine, net, proxy, receiver
 from mailops.lab.config import (DNSBL_ZONE, LAB_ZONE, MAILBOX_DOMAIN, SENDING_ZONES, LabConfig, Machine)
 from mailops.lab.system import require_commands, require_root, run
 
@@ -32,6 +32,7 @@ REQUIRED_COMMANDS = {
     "nft": "nftables",
     "named": "bind9",
     "apt-cacher-ng": "apt-cacher-ng",
+    "pebble": "pebble",
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
 }
@@ -134,6 +135,10 @@ def _has_record(dcfg: dns.DNSServerConfig, owner: str, rtype: str) -> bool:
     return any(rr.rdtype == rdatatype.from_text(rtype) for rr in resp.answer)
 
 
+def acme_config(cfg: LabConfig) -> "acme.AcmeConfig":
+    return acme.lab_acme_config(cfg)
+
+
 # -- up ----------------------------------------------------------------------
 @dataclass
 class UpResult:
@@ -190,6 +195,15 @@ def up(cfg: LabConfig | None = None, vps: int = 1, log: Log = _quiet) -> UpResul
                 state["services"]["apt-cacher-ng"] = acng_pid
                 started.append(("apt-cacher-ng", lambda p=acng_pid: proxy.stop(cfg, p)))
                 log(f"package proxy on {cfg.proxy_url}")
+            step = "starting the ACME test CA (pebble)"
+            acfg = acme_config(cfg)
+            pebble_pid = acme.running_pid(acfg)
+            if pebble_pid is None:
+                pebble_pid = acme.start(acfg)
+                started.append(("pebble", lambda p=pebble_pid: acme.stop(p, acfg)))
+                log(f"ACME CA (pebble) at {acme.directory_url(acfg)}")
+            state["services"]["pebble"] = pebble_pid
+            acme.write_issuing_roots(acfg)
             save_state(cfg, state)
 
             wanted = [cfg.receiver] + [cfg.vps(n) for n in range(1, vps + 1)]
@@ -319,6 +333,10 @@ def status(cfg: LabConfig | None = None) -> dict:
     acng_pid = state.get("services", {}).get("apt-cacher-ng")
     services.append({"name": "package proxy (apt-cacher-ng)", "address": cfg.proxy_url,
                      "state": "running" if proxy.running(cfg, acng_pid) else "stopped", "pid": acng_pid})
+    acfg = acme_config(cfg)
+    pebble_pid = acme.running_pid(acfg)
+    services.append({"name": "acme ca (pebble)", "address": acme.directory_url(acfg),
+                     "state": "running" if pebble_pid else "stopped", "pid": pebble_pid})
     return {
         "up": bool(machines) and all(m["state"] in ("running", "degraded") for m in machines),
         "state_dir": str(cfg.state_dir),
@@ -349,6 +367,10 @@ def down(cfg: LabConfig | None = None, log: Log = _quiet) -> dict:
         except Exception:
             pass
         proxy.stop(cfg, services.get("apt-cacher-ng"))
+        acfg = acme_config(cfg)
+        pebble_pid = acme.running_pid(acfg) or services.get("pebble")
+        if pebble_pid:
+            acme.stop(pebble_pid, acfg)
         net.down(cfg)
         if cfg.state_dir.exists():
             shutil.rmtree(cfg.state_dir)

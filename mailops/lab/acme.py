@@ -1,0 +1,328 @@
+"""The lab's ACME certificate authority: Debian's ``pebble`` on the gateway.
+
+Lab machines obtain real ACME certificates (certbot, http-01) from pebble
+running on the gateway address.  Pebble's validation authority resolves names
+through the lab BIND (``-dnsserver``) and fetches the http-01 token from the
+VPS on port 80 over the lab bridge.
+
+Two different CAs are involved:
+
+* the *HTTPS CA* that signed pebble's own web server certificate (the ACME
+  API on :14000 and the management API on :15000).  Debian's package ships no
+  test certificates, so we create a small CA and a server certificate for the
+  listen address once and keep them in ``state_dir`` (they survive restarts,
+  so the bundle copied to lab machines stays valid).  ``server_ca_bundle()``
+  is the file certbot must trust (REQUESTS_CA_BUNDLE).
+* the *issuing* root/intermediates that sign the certificates pebble issues.
+  Pebble regenerates them at every start; ``issuing_roots()`` fetches the
+  current ones from the management API so checks can verify a chain.
+
+The process is tracked by PID and by its command line (which contains our
+config path): nothing is ever killed by name.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import ssl
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailops.errors import MailopsError, PrerequisiteMissing
+from mailops.lab.system import is_ours, last_lines, spawn, terminate, wait_tcp
+
+CONFIG_NAME = "pebble-config.json"
+PID_NAME = "pebble.pid"
+LOG_NAME = "pebble.log"
+CA_CERT_NAME = "https-ca.pem"  # the bundle certbot trusts
+CA_KEY_NAME = "https-ca.key"
+SERVER_CERT_NAME = "https-cert.pem"
+SERVER_KEY_NAME = "https-key.pem"
+
+
+@dataclass
+class AcmeConfig:
+    state_dir: Path
+    listen: str = "198.51.100.1"
+    port: int = 14000
+    mgmt_port: int = 15000
+    dns_server: str = "198.51.100.1:53"
+    http_port: int = 80
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir)
+
+
+def lab_acme_config(lab_cfg) -> AcmeConfig:
+    """The AcmeConfig of the lab (``<lab state_dir>/acme`` on the gateway address)."""
+    return AcmeConfig(state_dir=Path(lab_cfg.state_dir) / "acme", listen=lab_cfg.gateway_ipv4,
+                      dns_server=f"{lab_cfg.gateway_ipv4}:53")
+
+
+def _host(addr: str) -> str:
+    """addr as it appears in a URL or host:port (IPv6 in brackets)."""
+    try:
+        if ipaddress.ip_address(addr).version == 6:
+            return f"[{addr}]"
+    except ValueError:
+        pass
+    return addr
+
+
+def config_path(cfg: AcmeConfig) -> Path:
+    return cfg.state_dir / CONFIG_NAME
+
+
+def directory_url(cfg: AcmeConfig) -> str:
+    return f"https://{_host(cfg.listen)}:{cfg.port}/dir"
+
+
+def management_url(cfg: AcmeConfig) -> str:
+    return f"https://{_host(cfg.listen)}:{cfg.mgmt_port}"
+
+
+# -- pebble's own HTTPS certificate -------------------------------------------
+def _server_names(cfg: AcmeConfig) -> tuple[list, list]:
+    """(IP addresses, DNS names) the server certificate must cover."""
+    ips, names = [], ["localhost"]
+    for value in (cfg.listen, "127.0.0.1", "::1"):
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            names.insert(0, value)
+            continue
+        if ip not in ips:
+            ips.append(ip)
+    return ips, names
+
+
+def _ensure_https_cert(cfg: AcmeConfig) -> None:
+    """Create the HTTPS CA (once) and a server certificate for cfg.listen (when missing or stale)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    d = cfg.state_dir
+    d.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    pem = serialization.Encoding.PEM
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    nocrypt = serialization.NoEncryption()
+
+    def write_key(path: Path, key) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.private_bytes(pem, pkcs8, nocrypt))
+
+    ca_cert_path, ca_key_path = d / CA_CERT_NAME, d / CA_KEY_NAME
+    ca_cert = ca_key = None
+    if ca_cert_path.exists() and ca_key_path.exists():
+        try:
+            ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
+            ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+            if ca_cert.not_valid_after_utc < now + datetime.timedelta(days=30):
+                ca_cert = None
+        except (ValueError, TypeError):
+            ca_cert = None
+    fresh_ca = ca_cert is None
+    if fresh_ca:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailops lab ACME server HTTPS CA"),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailops lab")])
+        ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+        ca_cert = (x509.CertificateBuilder()
+                   .subject_name(name).issuer_name(name)
+                   .public_key(ca_key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(days=3650))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                                content_commitment=False, key_encipherment=False,
+                                                data_encipherment=False, key_agreement=False,
+                                                encipher_only=False, decipher_only=False), critical=True)
+                   .add_extension(ski, critical=False)
+                   .sign(ca_key, hashes.SHA256()))
+        write_key(ca_key_path, ca_key)
+        ca_cert_path.write_bytes(ca_cert.public_bytes(pem))
+
+    cert_path, key_path = d / SERVER_CERT_NAME, d / SERVER_KEY_NAME
+    ips, names = _server_names(cfg)
+    if not fresh_ca and cert_path.exists() and key_path.exists():
+        try:
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            if (cert.issuer == ca_cert.subject
+                    and set(ips) <= set(san.get_values_for_type(x509.IPAddress))
+                    and set(names) <= set(san.get_values_for_type(x509.DNSName))
+                    and cert.not_valid_after_utc > now + datetime.timedelta(days=30)):
+                return
+        except (ValueError, x509.ExtensionNotFound):
+            pass
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=825))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]
+                                                       + [x509.IPAddress(i) for i in ips]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    write_key(key_path, key)
+    cert_path.write_bytes(cert.public_bytes(pem))
+
+
+def server_ca_bundle(cfg: AcmeConfig) -> Path:
+    """The PEM file of the CA that signed pebble's HTTPS certificate (certbot's REQUESTS_CA_BUNDLE)."""
+    _ensure_https_cert(cfg)
+    return cfg.state_dir / CA_CERT_NAME
+
+
+def _ssl_context(cfg: AcmeConfig) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(server_ca_bundle(cfg)))
+
+
+def _get(cfg: AcmeConfig, url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, context=_ssl_context(cfg), timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+# -- config, start, stop ------------------------------------------------------
+def write_config(cfg: AcmeConfig) -> Path:
+    """Write pebble's JSON config (and the HTTPS certificate it names); return its path."""
+    _ensure_https_cert(cfg)
+    conf = {
+        "pebble": {
+            "listenAddress": f"{_host(cfg.listen)}:{cfg.port}",
+            "managementListenAddress": f"{_host(cfg.listen)}:{cfg.mgmt_port}",
+            "certificate": str(cfg.state_dir / SERVER_CERT_NAME),
+            "privateKey": str(cfg.state_dir / SERVER_KEY_NAME),
+            # The VA connects to the validated name on these ports.
+            "httpPort": cfg.http_port,
+            "tlsPort": 443,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
+    path = config_path(cfg)
+    path.write_text(json.dumps(conf, indent=2) + "\n")
+    return path
+
+
+def running_pid(cfg: AcmeConfig) -> int | None:
+    """PID of the pebble started for cfg (pid file, verified through /proc cmdline), or None."""
+    try:
+        pid = int((cfg.state_dir / PID_NAME).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if is_ours(pid, str(config_path(cfg))) else None
+
+
+def _pebble_binary() -> str:
+    for cand in ("/usr/bin/pebble", "/usr/local/bin/pebble"):
+        if os.access(cand, os.X_OK):
+            return cand
+    import shutil
+
+    found = shutil.which("pebble")
+    if not found:
+        raise PrerequisiteMissing("pebble is not installed (apt install pebble)")
+    return found
+
+
+def start(cfg: AcmeConfig, timeout: float = 15) -> int:
+    """Start pebble for cfg, detached, logging to state_dir/pebble.log; wait until the
+    directory URL answers over HTTPS (verified against server_ca_bundle); return its PID.
+    If it is already running for cfg, return that PID."""
+    pid = running_pid(cfg)
+    if pid:
+        return pid
+    binary = _pebble_binary()
+    conf = write_config(cfg)
+    for port in (cfg.port, cfg.mgmt_port):
+        if wait_tcp(cfg.listen, port, 0.3):
+            raise MailopsError(f"cannot start pebble: {cfg.listen}:{port} is already in use "
+                               "(another ACME server running?)")
+    log = cfg.state_dir / LOG_NAME
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
+    env.update({"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"})
+    proc = spawn([binary, "-config", str(conf), "-dnsserver", cfg.dns_server], log, env=env)
+    (cfg.state_dir / PID_NAME).write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            (cfg.state_dir / PID_NAME).unlink(missing_ok=True)
+            raise MailopsError(f"pebble exited with status {proc.returncode} ({log}): {last_lines(log)}")
+        try:
+            status, body = _get(cfg, directory_url(cfg), timeout=2)
+            if status == 200 and b"newAccount" in body:
+                return proc.pid
+            last = f"HTTP {status}"
+        except (OSError, ssl.SSLError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        time.sleep(0.2)
+    stop(proc.pid, cfg)
+    raise MailopsError(f"pebble did not answer {directory_url(cfg)} within {timeout:g}s ({last}); "
+                       f"log {log}: {last_lines(log)}")
+
+
+def stop(pid: int | None, cfg: AcmeConfig) -> None:
+    """Stop the pebble started for cfg (only if pid's command line names our config)."""
+    terminate(pid, str(config_path(cfg)))
+    pidfile = cfg.state_dir / PID_NAME
+    try:
+        if pid and int(pidfile.read_text().split()[0]) == pid:
+            pidfile.unlink()
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+# -- issuing CA -----------------------------------------------------------------
+def issuing_roots(cfg: AcmeConfig) -> list[str]:
+    """PEM certificates of pebble's current issuing root(s) and intermediate(s).
+
+    Pebble regenerates them at every start, so fetch them after start().  The
+    roots come first, then the intermediates."""
+    out: list[str] = []
+    for kind in ("roots", "intermediates"):
+        for i in range(8):  # alternate chains only with PEBBLE_ALTERNATE_ROOTS
+            try:
+                status, body = _get(cfg, f"{management_url(cfg)}/{kind}/{i}")
+            except (OSError, ssl.SSLError) as exc:
+                raise MailopsError(f"cannot read pebble's {kind} from {management_url(cfg)}: "
+                                   f"{getattr(exc, 'reason', exc)}") from exc
+            if status != 200 or b"BEGIN CERTIFICATE" not in body:
+                if i == 0:
+                    raise MailopsError(f"pebble's management API returned HTTP {status} for /{kind}/0")
+                break
+            out.append(body.decode())
+    return out
+
+
+def write_issuing_roots(cfg: AcmeConfig, path: Path | None = None) -> Path:
+    """Write issuing_roots() into one PEM bundle (default state_dir/issuing-roots.pem)."""
+    path = path or cfg.state_dir / "issuing-roots.pem"
+    path.write_text("".join(p if p.endswith("\n") else p + "\n" for p in issuing_roots(cfg)))
+    return path
