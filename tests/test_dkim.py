@@ -589,7 +589,7 @@ def _lab_dns_answers() -> bool:
 
 
 @pytest.mark.lab
-def test_lab_activation_after_rfc2136_publication(tmp_path):
+def test_lab_activation_after_rfc2136_publication(lab, tmp_path):
     reasons = []
     if os.geteuid() != 0:
         reasons.append("not root")
