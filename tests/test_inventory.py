@@ -92,7 +92,7 @@ def test_lab_values():
     assert cf.api_token == FileSecret(file="/var/lib/mailops/lab/cloudflare/token")
     assert inv.reverse_dns_providers["lab-reverse"].type == "rfc2136"
     assert [u.login for u in inv.submission_users] == ["alice@shop.test", "news@news.test"]
-    assert inv.submission_users[1].password == EnvSecret(env="MAILOPS_LAB_NEWS_PASSWORD")
+    assert inv.submission_users[1].password == FileSecret(file="/var/lib/mailops/lab/secrets/news.password")
     assert inv.dkim_keystore == Path("/var/lib/mailops/lab/dkim")
     assert inv.apt_proxy == "http://198.51.100.1:3142"
     assert set(inv.rate_limits.destinations) == {"gmail.com", "outlook.com"}
@@ -145,9 +145,9 @@ CASES = {
     "inline secret": (MAILOPS, "api_token: {file: /var/lib/mailops/lab/cloudflare/token}",
                       "api_token: sk-SUPERSECRET-4711",
                       G, "mailops_dns_providers.lab-cloudflare.api_token", "secret written inline"),
-    "inline password": (MAILOPS, "password: {env: MAILOPS_LAB_NEWS_PASSWORD}", "password: SUPERSECRET-4711",
+    "inline password": (MAILOPS, "password: {file: /var/lib/mailops/lab/secrets/news.password}", "password: SUPERSECRET-4711",
                         G, "mailops_submission_users[1].password", "{env: NAME} or {file: PATH}"),
-    "plain text as hash": (MAILOPS, "password: {env: MAILOPS_LAB_NEWS_PASSWORD}",
+    "plain text as hash": (MAILOPS, "password: {file: /var/lib/mailops/lab/secrets/news.password}",
                            "password_hash: SUPERSECRET-4711",
                            G, "mailops_submission_users[1].password_hash", "not a crypt hash"),
     "rsa 1024": (MAILOPS, "    dmarc:\n      policy: reject", "    dkim: {rsa_bits: 1024}\n    dmarc:\n      policy: reject",
