@@ -125,6 +125,10 @@ def test_pebble_serves_the_directory_and_stops_cleanly(pebble):
     acme.stop(pid, cfg)
     assert not pid_alive(pid)
     assert acme.running_pid(cfg) is None
+    # the listening socket goes with the process; allow the kernel a moment under load
+    deadline = time.monotonic() + 10
+    while wait_tcp(cfg.listen, cfg.port, 0.2) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not wait_tcp(cfg.listen, cfg.port, 0.5), "pebble's port still answers after stop"
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and str(acme.config_path(cfg)) in _cmdline(p)]
     assert leftovers == [], f"pebble processes left: {leftovers}"
