@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from mailops import __version__
-from mailops.errors import MailopsError
-
-
-class MailopsGroup(click.Group):
-    """Turns library errors into one clear line and exit code 1."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except MailopsError as exc:
-            click.echo(f"mailops: error: {exc}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("mailops: interrupted", err=True)
-            sys.exit(130)
+from mailops.cli.base import MailopsGroup
 
 
 @click.group(cls=MailopsGroup)
@@ -31,11 +15,12 @@ def main() -> None:
 
 
 def _register() -> None:
-    from mailops.cli import demo, dkim, inventory, lab, provision
+    from mailops.cli import demo, dkim, dns, inventory, lab, provision
 
     main.add_command(lab.lab)
     main.add_command(provision.provision)
     main.add_command(dkim.dkim)
+    main.add_command(dns.dns)
     main.add_command(inventory.inventory)
     main.add_command(demo.demo)
 

@@ -10,27 +10,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from mailops.cli.base import MailopsGroup, inventory_option
 from mailops.dkim.store import DkimKey, KeyStore, parse_time
 from mailops.errors import MailopsError
 from mailops.inventory import load_inventory, resolve_inventory_path
 
-inventory_option = click.option(
-    "-i", "--inventory", "inventory_name", default="lab", show_default=True, metavar="NAME",
-    help="Inventory directory, or a name under inventories/.")
-
-
-class _DkimGroup(click.Group):
-    """Library errors become one line and exit 1 (also when the group runs on its own)."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except MailopsError as exc:
-            click.echo(f"mailops: error: {exc}", err=True)
-            sys.exit(1)
-
-
-@click.group(cls=_DkimGroup)
+@click.group(cls=MailopsGroup)
 def dkim() -> None:
     """Create, rotate, activate and retire DKIM keys (store: mailops_dkim_keystore).
 

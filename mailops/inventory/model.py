@@ -548,6 +548,8 @@ class Inventory(_Model):
     tls: TlsSettings = Field(default_factory=TlsSettings)
     # host[:port] that pre-flight checks connect to on port 25 (outbound SMTP test)
     smtp_probe: HostOrIp = "gmail-smtp-in.l.google.com"
+    # Resolvers that DNS read-backs and checks ask (empty: the system's /etc/resolv.conf)
+    dns_resolvers: list[IpAddress] = Field(default_factory=list)
 
     def host(self, name: str) -> MailHost:
         for host in self.hosts:
@@ -594,6 +596,7 @@ GLOBAL_VARS: dict[str, tuple[str, Any]] = {
     "mailops_rate_limits": ("rate_limits", RateLimits),
     "mailops_tls": ("tls", TlsSettings),
     "mailops_smtp_probe": ("smtp_probe", HostOrIp),
+    "mailops_dns_resolvers": ("dns_resolvers", list[IpAddress]),
 }
 REQUIRED_GLOBAL_VARS = ("mailops_dkim_keystore", "mailops_domains")
 

@@ -1,0 +1,1 @@
+"""DNS: the records an inventory needs, planned and synced through provider APIs."""

@@ -1,0 +1,1 @@
+"""DNS providers behind two small interfaces (see ``base``)."""

@@ -1,0 +1,148 @@
+"""Cloudflare through the official ``cloudflare`` SDK (v5).
+
+One zone listing for the whole run, one (paginated) record list per zone and
+one batch per zone: the batch endpoint applies deletes, patches, puts and
+posts in one transaction, so a zone is either fully old or fully new.  The
+SDK retries 429 and 5xx with backoff and honours ``retry-after``.
+Ownership: records mailops owns carry the comment ``OWNER_COMMENT``.
+"""
+
+from __future__ import annotations
+
+import cloudflare
+import httpx
+
+from mailops.dns.providers.base import Existing, ZoneChanges
+from mailops.dns.records import Record, in_zone, normalize_name, quote_txt
+from mailops.errors import MailopsError
+
+OWNER_COMMENT = "managed-by=mailops"
+BATCH_LIMIT = 200  # operations per batch request on the free plan
+_PER_PAGE = 5000
+
+
+class CloudflareProvider:
+    kind = "cloudflare"
+    rrset_ttl = False
+    ownership = f"record comment {OWNER_COMMENT!r}"
+
+    def __init__(self, name: str, token: str, api_base_url: str | None = None, *,
+                 max_retries: int = 5, transport: httpx.BaseTransport | None = None):
+        self.name = name
+        self.requests = 0
+
+        def count(_request: httpx.Request) -> None:
+            self.requests += 1
+
+        http_client = cloudflare.DefaultHttpxClient(transport=transport, event_hooks={"request": [count]})
+        self.client = cloudflare.Cloudflare(api_token=token, base_url=api_base_url or None,
+                                            max_retries=max_retries, http_client=http_client)
+        # A stray CLOUDFLARE_EMAIL/CLOUDFLARE_API_KEY in the environment would silently replace the token.
+        self.client.api_key = self.client.api_email = self.client.user_service_key = None
+        self._zones: dict[str, str] | None = None
+
+    def _error(self, what: str, exc: Exception) -> MailopsError:
+        status = getattr(exc, "status_code", None)
+        codes = ""
+        body = getattr(exc, "body", None)
+        if isinstance(body, dict):
+            errs = body.get("errors") or []
+            codes = ", ".join(f"{e.get('code')} {e.get('message')}" for e in errs if isinstance(e, dict))
+        if isinstance(exc, cloudflare.AuthenticationError) or (status in (400, 401, 403) and "10000" in codes
+                                                                and not isinstance(exc, cloudflare.PermissionDeniedError)):
+            fix = "the API token was refused; put a valid token in the provider's api_token"
+        elif isinstance(exc, cloudflare.PermissionDeniedError):
+            fix = "the API token lacks permission; give it Zone:Read and DNS:Edit on the zone"
+        elif isinstance(exc, cloudflare.RateLimitError):
+            fix = "rate limited even after retries; wait a few minutes and run again"
+        elif isinstance(exc, cloudflare.APIConnectionError):
+            fix = "cannot reach the API; check api_base_url and the network"
+        elif isinstance(exc, cloudflare.InternalServerError):
+            fix = "Cloudflare kept failing after retries; run again later"
+        else:
+            fix = "see the error codes above"
+        detail = f"HTTP {status}" if status else type(exc).__name__
+        if codes:
+            detail += f": {codes}"
+        return MailopsError(f"cloudflare provider {self.name!r}: {what} failed ({detail}); {fix}")
+
+    def _zone_ids(self) -> dict[str, str]:
+        if self._zones is None:
+            try:
+                self._zones = {normalize_name(z.name): z.id for z in self.client.zones.list(per_page=50)}
+            except cloudflare.APIError as exc:
+                raise self._error("listing zones", exc) from None
+        return self._zones
+
+    def zone_for(self, name: str) -> str | None:
+        matches = [z for z in self._zone_ids() if in_zone(name, z)]
+        return max(matches, key=len) if matches else None
+
+    def _zone_id(self, zone: str) -> str:
+        try:
+            return self._zone_ids()[normalize_name(zone)]
+        except KeyError:
+            raise MailopsError(f"cloudflare provider {self.name!r}: no zone {zone} is visible to the API token; "
+                               "add the zone to the account or give the token access to it") from None
+
+    def nameservers(self, zone: str) -> list[str]:
+        return []
+
+    @staticmethod
+    def _record(obj) -> Record:
+        value = obj.content or ""
+        if obj.type == "MX":
+            value = f"{int(obj.priority or 0)} {value}"
+        return Record.make(obj.name, obj.type, value, int(obj.ttl or 1))
+
+    def list_records(self, zone: str) -> list[Existing]:
+        zone_id = self._zone_id(zone)
+        out: list[Existing] = []
+        try:
+            page = self.client.dns.records.list(zone_id=zone_id, per_page=_PER_PAGE)
+            while True:
+                for obj in page.result or []:
+                    out.append(Existing(self._record(obj), (obj.comment or "") == OWNER_COMMENT, obj.id))
+                info = page.result_info
+                # result_info saves the SDK's extra request for an empty page past the end.
+                if not page.result or (info and info.total_count is not None and len(out) >= info.total_count):
+                    break
+                page = page.get_next_page()
+        except cloudflare.APIError as exc:
+            raise self._error(f"listing records of {zone}", exc) from None
+        return out
+
+    @staticmethod
+    def _body(rec: Record) -> dict:
+        body = {"name": rec.name, "type": rec.type, "ttl": rec.ttl, "comment": OWNER_COMMENT}
+        if rec.type == "MX":
+            pref, _, exchange = rec.value.partition(" ")
+            body.update(priority=int(pref), content=exchange.rstrip(".") or ".")
+        elif rec.type == "TXT":
+            body["content"] = quote_txt(rec.value)  # explicit <= 255-byte strings
+        elif rec.type in ("CNAME", "PTR", "NS"):
+            body["content"] = rec.value.rstrip(".")
+        else:
+            body["content"] = rec.value
+        if rec.type in ("A", "AAAA", "CNAME"):
+            body["proxied"] = False  # mail names must resolve to the server itself
+        return body
+
+    def apply(self, zone: str, changes: ZoneChanges) -> None:
+        zone_id = self._zone_id(zone)
+        posts = [self._body(r) for r in changes.creates]
+        patches = [dict(self._body(n), id=o.ref) for o, n in changes.updates]
+        deletes = [{"id": o.ref} for o in changes.deletes]
+        if len(posts) + len(patches) + len(deletes) <= BATCH_LIMIT:
+            batches = [(deletes, patches, posts)]
+        else:
+            # Too big for one transaction: creates (addresses first) and updates before deletes.
+            batches = [([], [], posts[i:i + BATCH_LIMIT]) for i in range(0, len(posts), BATCH_LIMIT)]
+            batches += [([], patches[i:i + BATCH_LIMIT], []) for i in range(0, len(patches), BATCH_LIMIT)]
+            batches += [(deletes[i:i + BATCH_LIMIT], [], []) for i in range(0, len(deletes), BATCH_LIMIT)]
+        for dels, pats, pos in batches:
+            kwargs = {k: v for k, v in (("deletes", dels), ("patches", pats), ("posts", pos)) if v}
+            try:
+                self.client.dns.records.batch(zone_id=zone_id, **kwargs)
+            except cloudflare.APIError as exc:
+                raise self._error(f"applying the changes to {zone}", exc) from None

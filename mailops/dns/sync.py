@@ -1,0 +1,281 @@
+"""``dns plan`` / ``dns sync`` as a library: build providers, plan, apply, read back.
+
+Nothing here prints: every function returns data or raises MailopsError.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+
+from mailops.dns.desired import DesiredState, desired_state
+from mailops.dns.plan import DEFAULT_THRESHOLD, ZonePlan, plan_zone
+from mailops.dns.records import Record, normalize_name
+from mailops.errors import MailopsError
+
+_WORKERS = 8
+
+
+@dataclass
+class PtrChange:
+    provider: str
+    address: str
+    hostname: str
+    old: str | None
+
+    def to_dict(self) -> dict:
+        return {"provider": self.provider, "address": self.address, "old": self.old, "new": self.hostname}
+
+
+@dataclass
+class Plan:
+    zones: list[ZonePlan] = field(default_factory=list)
+    ptr_changes: list[PtrChange] = field(default_factory=list)
+    ptr_ok: list[PtrChange] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    desired: DesiredState | None = None
+
+    @property
+    def pending(self) -> int:
+        return sum(len(z.rows()) for z in self.zones) + len(self.ptr_changes)
+
+    @property
+    def refused(self) -> list[str]:
+        return [z.refused for z in self.zones if z.refused]
+
+    @property
+    def conflicts(self) -> list[str]:
+        return [str(c) for z in self.zones for c in z.conflicts]
+
+    def to_dict(self) -> dict:
+        return {"pending": self.pending, "zones": [z.to_dict() for z in self.zones],
+                "ptr": [p.to_dict() for p in self.ptr_changes], "warnings": self.warnings,
+                "conflicts": self.conflicts, "refused": self.refused}
+
+
+# --- providers ------------------------------------------------------------
+
+def forward_provider(inv, name: str):
+    cfg = inv.dns_providers.get(name)
+    if cfg is None:
+        raise MailopsError(f"{inv.path}: DNS provider {name!r} is not defined; add it under mailops_dns_providers")
+    if cfg.type == "cloudflare":
+        from mailops.dns.providers.cloudflare import CloudflareProvider
+        return CloudflareProvider(name, inv.secret(cfg.api_token), cfg.api_base_url)
+    from mailops.dns.providers.rfc2136 import Rfc2136Provider
+    return Rfc2136Provider(name, server=cfg.server, port=cfg.port, key_name=cfg.tsig_key_name,
+                           algorithm=cfg.tsig_algorithm, secret=inv.secret(cfg.tsig_secret), zones=cfg.zones)
+
+
+def reverse_provider(inv, name: str):
+    cfg = inv.reverse_dns_providers.get(name)
+    if cfg is None:
+        raise MailopsError(f"{inv.path}: reverse DNS provider {name!r} is not defined; "
+                           "add it under mailops_reverse_dns_providers")
+    if cfg.type == "hcloud":
+        from mailops.dns.providers.hcloud import HcloudReverseProvider
+        return HcloudReverseProvider(name, inv.secret(cfg.api_token), cfg.api_base_url)
+    from mailops.dns.providers.rfc2136 import Rfc2136ReverseProvider
+    return Rfc2136ReverseProvider(name, server=cfg.server, port=cfg.port, key_name=cfg.tsig_key_name,
+                                  algorithm=cfg.tsig_algorithm, secret=inv.secret(cfg.tsig_secret), zones=cfg.zones)
+
+
+class Providers:
+    """Providers built on first use (so a plan touching only RFC 2136 needs no Cloudflare token)."""
+
+    def __init__(self, inv, overrides: dict | None = None):
+        self.inv = inv
+        self._built: dict[tuple[str, str], object] = {}
+        for name, p in (overrides or {}).items():
+            self._built[("reverse" if hasattr(p, "get_ptr") else "forward", name)] = p
+
+    def forward(self, name: str):
+        if ("forward", name) not in self._built:
+            self._built[("forward", name)] = forward_provider(self.inv, name)
+        return self._built[("forward", name)]
+
+    def reverse(self, name: str):
+        if ("reverse", name) not in self._built:
+            self._built[("reverse", name)] = reverse_provider(self.inv, name)
+        return self._built[("reverse", name)]
+
+    def requests(self) -> dict[str, int]:
+        return {name: getattr(p, "requests", 0) for (_, name), p in self._built.items()}
+
+
+# --- plan -------------------------------------------------------------------
+
+def _by_zone(providers: Providers, desired: DesiredState) -> dict[tuple[str, str], list[Record]]:
+    zones: dict[tuple[str, str], list[Record]] = {}
+    for pname, records in desired.forward.items():
+        provider = providers.forward(pname)
+        for rec in records:
+            zone = provider.zone_for(rec.name)
+            if zone is None:
+                raise MailopsError(f"DNS provider {pname!r} ({provider.kind}) has no zone holding {rec.name}; "
+                                   "create the zone there or change the domain's dns_provider")
+            zones.setdefault((pname, zone), []).append(rec)
+    return zones
+
+
+def make_plan(inv, keystore=None, *, providers: Providers | None = None, force: bool = False,
+              threshold: float = DEFAULT_THRESHOLD, resolve_txt: Callable | None = None) -> tuple[Plan, Providers]:
+    providers = providers or Providers(inv)
+    desired = desired_state(inv, keystore, resolve_txt=resolve_txt)
+    plan = Plan(warnings=list(desired.warnings), desired=desired)
+    zones = _by_zone(providers, desired)
+
+    def one(item):
+        (pname, zone), records = item
+        provider = providers.forward(pname)
+        return plan_zone(provider, zone, records, provider.list_records(zone), force=force, threshold=threshold)
+
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        plan.zones = list(pool.map(one, sorted(zones.items())))
+    for want in desired.ptr:
+        current = providers.reverse(want.provider).get_ptr(want.address)
+        change = PtrChange(want.provider, want.address, want.hostname, current)
+        (plan.ptr_ok if current == normalize_name(want.hostname) else plan.ptr_changes).append(change)
+    return plan, providers
+
+
+# --- apply ------------------------------------------------------------------
+
+def apply_plan(plan: Plan, providers: Providers, *, on_step: Callable[[str], None] = lambda _: None) -> None:
+    """Apply every zone's changes, then the PTRs. Refuses the whole plan if any zone was refused."""
+    if plan.refused:
+        raise MailopsError("refusing to apply: " + plan.refused[0]
+                           + (f" (and {len(plan.refused) - 1} more zone(s))" if len(plan.refused) > 1 else ""))
+    # Zones that publish address records go first: MX and PTR elsewhere point at those names.
+    todo = [z for z in plan.zones if z.changes]
+    todo.sort(key=lambda z: not any(r.type in ("A", "AAAA") for r in z.changes.creates))
+    for zp in todo:
+        on_step(f"{zp.zone} ({zp.provider}): {len(zp.rows())} change(s)")
+        providers.forward(zp.provider).apply(zp.zone, zp.changes)
+    for ch in plan.ptr_changes:
+        on_step(f"PTR {ch.address} -> {ch.hostname} ({ch.provider})")
+        providers.reverse(ch.provider).set_ptr(ch.address, ch.hostname)
+
+
+# --- read back ----------------------------------------------------------------
+
+class DnsReader:
+    """Asks a zone's authoritative servers directly (found through the inventory's resolvers)."""
+
+    def __init__(self, resolvers: list[str] | None = None, timeout: float = 3.0):
+        self.resolver = dns.resolver.Resolver(configure=not resolvers)
+        if resolvers:
+            self.resolver.nameservers = list(resolvers)
+        self.resolver.cache = None
+        self.resolver.lifetime = timeout
+        self.timeout = timeout
+        self._ns: dict[str, list[str]] = {}
+
+    def authoritative(self, zone: str) -> list[str]:
+        if zone not in self._ns:
+            addrs: list[str] = []
+            try:
+                for ns in self.resolver.resolve(zone + ".", "NS"):
+                    for rtype in ("A", "AAAA"):
+                        try:
+                            addrs += [r.address for r in self.resolver.resolve(ns.target, rtype)]
+                        except dns.exception.DNSException:
+                            pass
+            except dns.exception.DNSException:
+                pass
+            self._ns[zone] = sorted(set(addrs))
+        return self._ns[zone]
+
+    def values(self, server: str, name: str, rtype: str) -> set[str] | None:
+        """The values a server answers for (name, type); None when it gave no usable answer."""
+        try:
+            resp = dns.query.udp(dns.message.make_query(name + ".", rtype), server, timeout=self.timeout)
+            if resp.flags & dns.flags.TC:
+                resp = dns.query.tcp(dns.message.make_query(name + ".", rtype), server, timeout=self.timeout)
+        except (dns.exception.DNSException, OSError):
+            return None
+        if resp.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+            return None
+        found: set[str] = set()
+        for rrset in resp.answer:
+            if rrset.rdtype != dns.rdatatype.from_text(rtype):
+                continue
+            for rd in rrset:
+                if rtype == "TXT":
+                    value = b"".join(rd.strings).decode("utf-8", "replace")
+                elif rtype == "MX":
+                    value = f"{rd.preference} {rd.exchange.to_text()}"
+                else:
+                    value = rd.to_text()
+                found.add(Record.make(name, rtype, value).value)
+        return found
+
+
+def readback(inv, plan: Plan, providers: Providers, *, attempts: int = 10, delay: float = 1.0) -> list[str]:
+    """After applying: what the provider and the authoritative servers do not show as planned."""
+    problems: list[str] = []
+    reader = DnsReader(inv.dns_resolvers)
+    conflicted = {(c.wanted.name, c.wanted.type) for z in plan.zones for c in z.conflicts}
+    wanted: list[tuple[ZonePlan, Record]] = []
+    for zp in plan.zones:
+        provider = providers.forward(zp.provider)
+        existing = provider.list_records(zp.zone)
+        owned = {e.record.key for e in existing if e.owned}
+        records = [r for r in _by_zone(providers, plan.desired).get((zp.provider, zp.zone), [])
+                   if (r.name, r.type) not in conflicted]
+        for r in records:
+            if r.key not in owned:
+                problems.append(f"{r.name} {r.type}: {zp.provider} does not hold {r.value!r} as a mailops record")
+            wanted.append((zp, r))
+
+    def check(item) -> str | None:
+        zp, r = item
+        servers = providers.forward(zp.provider).nameservers(zp.zone) or reader.authoritative(zp.zone)
+        if not servers:
+            return f"{zp.zone}: no authoritative server found through the resolvers {inv.dns_resolvers or 'of /etc/resolv.conf'}"
+        for attempt in range(attempts):
+            missing = [s for s in servers if r.value not in (reader.values(s, r.name, r.type) or set())]
+            if not missing:
+                return None
+            time.sleep(delay)
+        return f"{r.name} {r.type}: {', '.join(missing)} do(es) not answer {r.value!r} (checked {attempts} times)"
+
+    with ThreadPoolExecutor(_WORKERS) as pool:
+        problems += [p for p in pool.map(check, wanted) if p]
+
+    for ch in plan.ptr_changes + plan.ptr_ok:
+        got = providers.reverse(ch.provider).get_ptr(ch.address)
+        if got != normalize_name(ch.hostname):
+            problems.append(f"PTR {ch.address}: {ch.provider} returns {got or 'nothing'}, wanted {ch.hostname}")
+    return problems
+
+
+def forward_confirmed(reader: DnsReader, address: str, hostname: str | None = None) -> str | None:
+    """Forward-confirmed reverse DNS through the resolvers: None if it holds, else the reason."""
+    ptr_name = dns.reversename.from_address(address)
+    try:
+        names = [normalize_name(r.target.to_text()) for r in reader.resolver.resolve(ptr_name, "PTR")]
+    except dns.exception.DNSException as e:
+        return f"{address}: no PTR ({type(e).__name__})"
+    if hostname and normalize_name(hostname) not in names:
+        return f"{address}: PTR is {', '.join(names)}, wanted {hostname}"
+    rtype = "AAAA" if ":" in address else "A"
+    for name in names:
+        try:
+            addrs = {r.address for r in reader.resolver.resolve(name, rtype)}
+        except dns.exception.DNSException:
+            continue
+        if any(dns.reversename.from_address(a) == ptr_name for a in addrs):
+            return None
+    return f"{address}: PTR {', '.join(names)} does not resolve back to {address}"
