@@ -8,7 +8,7 @@ Run as root on a machine where `mailops lab up` works:
 
 It brings the lab up with 3 VPSes, resets them to fresh machines, writes a
 temporary inventory (a copy of inventories/lab with mta1..mta3.shop.test),
-seeds the lab DNS and converges through the same code path as
+syncs the lab DNS (dns sync) and converges through the same code path as
 `mailops provision`.  Figures are printed side by side; nothing is asserted.
 """
 
@@ -29,7 +29,7 @@ from mailops.dkim.store import KeyStore
 from mailops.inventory import load_inventory
 from mailops.lab import core
 from mailops.lab.config import LabConfig
-from mailops.lab.seed import publish_inventory_records
+from mailops.dns.sync import sync
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +95,7 @@ def main() -> None:
             store = KeyStore.for_inventory(inv)
             for domain, settings in inv.domains.items():
                 store.generate(domain, settings.dkim)
-            publish_inventory_records(cfg, inv, store)
+            sync(inv, store)
             fresh, changed, ok = converge(inv_dir)
             noop, noop_changed, ok2 = converge(inv_dir)
             slow_noop, _c, ok3 = converge(inv_dir, SLOW_ENV)

@@ -102,12 +102,13 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
 
     def publish() -> str:
         from mailops.dkim.store import KeyStore
-        from mailops.lab.seed import publish_inventory_records
+        from mailops.dns.sync import sync
         from mailops.provision import load_checked
 
         inv = load_checked(_inventory())
-        publish_inventory_records(cfg, inv, KeyStore.for_inventory(inv))
-        return "A/AAAA, MX, SPF, DKIM, DMARC and PTR seeded in the lab BIND (RFC 2136)"
+        result = sync(inv, KeyStore.for_inventory(inv))
+        return (f"dns sync: {result['changes']} change(s) in {result['zones']} zone(s) "
+                f"(shop.test by RFC 2136, news.test by the Cloudflare API, PTR by RFC 2136), read back OK")
 
     def provision() -> str:
         from mailops.ansible import apply, forget_facts
@@ -166,7 +167,7 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
     step("resolve through the lab DNS", resolve)
     step("deliver to the receiving host", mail)
     step("generate DKIM keys", dkim_keys)
-    step("publish DNS records (lab seeding)", publish)
+    step("publish DNS records (dns sync)", publish)
     step("provision new-vps mta1.shop.test", provision)
     step("live send on 587 with AUTH", live_send)
     return results

@@ -219,36 +219,36 @@ def test_receiver_stamps_pass_for_dkim_spf_and_dmarc(lab, lab_cfg):
                                                          serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
     selector = f"t{uuid.uuid4().hex[:6]}"
     vps = lab_cfg.vps(1)
-    _publish(lab_cfg, "shop.test.", [
+    _publish(lab_cfg, "lab.test.", [
         ("@", "TXT", f'"v=spf1 ip4:{vps.ipv4} ip6:{vps.ipv6} -all"', 60),
-        ("_dmarc", "TXT", '"v=DMARC1; p=reject; rua=mailto:dmarc@shop.test"', 60),
+        ("_dmarc", "TXT", '"v=DMARC1; p=reject; rua=mailto:dmarc@lab.test"', 60),
         (f"{selector}._domainkey", "TXT", f'v=DKIM1; k=rsa; p={pub}', 60),
     ])
     subject = f"auth pass {uuid.uuid4().hex[:8]}"
     rcpt = "pass@inbox.test"
-    raw = _message("Alice <alice@shop.test>", rcpt, subject)
-    signature = dkim.sign(raw, selector.encode(), b"shop.test", pem,
+    raw = _message("Alice <alice@lab.test>", rcpt, subject)
+    signature = dkim.sign(raw, selector.encode(), b"lab.test", pem,
                           include_headers=[b"From", b"To", b"Subject", b"Date", b"Message-ID"])
-    _send_from_vps(lab_cfg, signature + raw, "bounce@shop.test", rcpt, vps.fqdn)
+    _send_from_vps(lab_cfg, signature + raw, "bounce@lab.test", rcpt, vps.fqdn)
     msg = receiver.wait_for_message(core.machine_root(lab_cfg, "mx"), recipient=rcpt, subject=subject, timeout=30)
     assert msg is not None, "message did not arrive at the receiving host"
     results = " | ".join(msg.authentication_results)
     assert msg.auth_result("dkim") == "pass", results
-    assert "header.d=shop.test" in results and f"header.s={selector}" in results, results
+    assert "header.d=lab.test" in results and f"header.s={selector}" in results, results
     assert msg.auth_result("spf") == "pass", results
     assert msg.auth_result("dmarc") == "pass", results
 
 
 def test_receiver_reports_failures_too(lab, lab_cfg):
-    # news.test authorises some other address only, and publishes no DKIM key.
-    _publish(lab_cfg, "news.test.", [
-        ("@", "TXT", '"v=spf1 ip4:198.51.100.200 -all"', 60),
-        ("_dmarc", "TXT", '"v=DMARC1; p=quarantine"', 60),
+    # news.lab.test authorises some other address only, and publishes no DKIM key.
+    _publish(lab_cfg, "lab.test.", [
+        ("news", "TXT", '"v=spf1 ip4:198.51.100.200 -all"', 60),
+        ("_dmarc.news", "TXT", '"v=DMARC1; p=quarantine"', 60),
     ])
     subject = f"auth fail {uuid.uuid4().hex[:8]}"
     rcpt = "fail@inbox.test"
-    raw = _message("news@news.test", rcpt, subject)
-    _send_from_vps(lab_cfg, raw, "bounce@news.test", rcpt, lab_cfg.vps(1).fqdn)
+    raw = _message("news@news.lab.test", rcpt, subject)
+    _send_from_vps(lab_cfg, raw, "bounce@news.lab.test", rcpt, lab_cfg.vps(1).fqdn)
     msg = receiver.wait_for_message(core.machine_root(lab_cfg, "mx"), recipient=rcpt, subject=subject, timeout=30)
     assert msg is not None
     results = " | ".join(msg.authentication_results)
@@ -259,13 +259,13 @@ def test_receiver_reports_failures_too(lab, lab_cfg):
 
 def test_receiver_dmarc_passes_on_aligned_spf_alone(lab, lab_cfg):
     vps = lab_cfg.vps(1)
-    _publish(lab_cfg, "shop.test.", [
+    _publish(lab_cfg, "lab.test.", [
         ("@", "TXT", f"v=spf1 ip4:{vps.ipv4} ip6:{vps.ipv6} -all", 60),
         ("_dmarc", "TXT", "v=DMARC1; p=reject", 60),
     ])
     subject = f"spf only {uuid.uuid4().hex[:8]}"
     rcpt = "spf@inbox.test"
-    _send_from_vps(lab_cfg, _message("alice@shop.test", rcpt, subject), "alice@shop.test", rcpt, vps.fqdn)
+    _send_from_vps(lab_cfg, _message("alice@lab.test", rcpt, subject), "alice@lab.test", rcpt, vps.fqdn)
     msg = receiver.wait_for_message(core.machine_root(lab_cfg, "mx"), recipient=rcpt, subject=subject, timeout=30)
     assert msg is not None
     results = " | ".join(msg.authentication_results)

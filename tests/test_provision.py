@@ -23,7 +23,6 @@ import pytest
 
 from mailops.inventory import load_inventory
 from mailops.lab import core, receiver
-from mailops.lab.seed import publish_inventory_records, publish_key
 
 pytestmark = pytest.mark.lab
 
@@ -98,8 +97,7 @@ def provisioned(lab, lab_cfg):
     import base64, hashlib
     fp = "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(pub)).digest()).decode().rstrip("=")
     mailops("dkim", "generate", "--all", "-i", str(INVENTORY))
-    inv, store = keystore()
-    publish_inventory_records(lab_cfg, inv, store)
+    mailops("dns", "sync", "--apply", "-i", str(INVENTORY))
     t = time.monotonic()
     proc = mailops("provision", "new-vps", HOST, "-i", str(INVENTORY), "--expect-fingerprint", fp, "--json")
     first = json.loads(proc.stdout)
@@ -252,7 +250,7 @@ def test_key_rotation_switches_the_signing_selector(provisioned, lab_cfg):
     # activation is refused while the record is not visible
     proc = mailops("dkim", "activate", "shop.test", "-i", str(INVENTORY), "--nameserver", "198.51.100.1", check=False)
     assert proc.returncode != 0
-    publish_key(lab_cfg, "shop.test", new, pending[0].dns_value)
+    mailops("dns", "sync", "--apply", "-i", str(INVENTORY))
     # pending keys are installed but do not sign yet
     mailops("provision", "apply", "-i", str(INVENTORY), "--tags", "opendkim", "--json")
     mailops("dkim", "activate", "shop.test", "-i", str(INVENTORY), "--nameserver", "198.51.100.1")

@@ -279,3 +279,16 @@ def forward_confirmed(reader: DnsReader, address: str, hostname: str | None = No
         if any(dns.reversename.from_address(a) == ptr_name for a in addrs):
             return None
     return f"{address}: PTR {', '.join(names)} does not resolve back to {address}"
+
+
+def sync(inv, keystore=None, *, force: bool = False, threshold: float = DEFAULT_THRESHOLD,
+         providers: Providers | None = None) -> dict:
+    """Plan, apply and read back in one go (for the demo and scripts): returns the figures."""
+    plan, providers = make_plan(inv, keystore, providers=providers, force=force, threshold=threshold)
+    apply_plan(plan, providers)
+    problems = readback(inv, plan, providers)
+    if problems:
+        raise MailopsError(f"DNS read-back after sync: {problems[0]}"
+                           + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    return {"changes": plan.pending, "zones": len(plan.zones), "conflicts": plan.conflicts,
+            "warnings": plan.warnings, "requests": providers.requests()}

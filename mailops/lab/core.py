@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from mailops.errors import MailopsError
-from mailops.lab import acme, dns, image, machine, net, proxy, receiver
+from mailops.lab import acme, cfemu, dns, image, machine, net, proxy, receiver
 from mailops.lab.config import (DNSBL_ZONE, LAB_ZONE, MAILBOX_DOMAIN, SENDING_ZONES, LabConfig, Machine)
 from mailops.lab.system import require_commands, require_root, run
 
@@ -139,6 +139,18 @@ def acme_config(cfg: LabConfig) -> "acme.AcmeConfig":
     return acme.lab_acme_config(cfg)
 
 
+CLOUDFLARE_ZONES = ("news.test",)  # the lab inventory's lab-cloudflare domain
+
+
+def cloudflare_config(cfg: LabConfig) -> cfemu.DaemonConfig:
+    """The lab's Cloudflare API emulator: on the gateway, port 8787, mirroring into the lab BIND."""
+    dcfg = dns_config(cfg)
+    return cfemu.DaemonConfig(state_dir=cfg.state_dir / "cloudflare", listen=cfg.gateway_ipv4,
+                              port=cfemu.DEFAULT_PORT, zones=CLOUDFLARE_ZONES,
+                              mirror_dns=f"{cfg.gateway_ipv4}:{dcfg.port}", mirror_tsig_name=dcfg.tsig_key_name,
+                              mirror_tsig_secret_file=dcfg.state_dir / dns.SECRET_FILE)
+
+
 # -- up ----------------------------------------------------------------------
 @dataclass
 class UpResult:
@@ -204,6 +216,14 @@ def up(cfg: LabConfig | None = None, vps: int = 1, log: Log = _quiet) -> UpResul
                 log(f"ACME CA (pebble) at {acme.directory_url(acfg)}")
             state["services"]["pebble"] = pebble_pid
             acme.write_issuing_roots(acfg)
+            step = "starting the Cloudflare API emulator"
+            ccfg = cloudflare_config(cfg)
+            cf_pid = cfemu.running_pid(ccfg)
+            if cf_pid is None:
+                cf_pid = cfemu.start(ccfg)
+                started.append(("cloudflare", lambda p=cf_pid: cfemu.stop(p, ccfg)))
+                log(f"Cloudflare API emulator at {ccfg.base_url} (token in {ccfg.token_file})")
+            state["services"]["cloudflare"] = cf_pid
             save_state(cfg, state)
 
             wanted = [cfg.receiver] + [cfg.vps(n) for n in range(1, vps + 1)]
@@ -337,6 +357,10 @@ def status(cfg: LabConfig | None = None) -> dict:
     pebble_pid = acme.running_pid(acfg)
     services.append({"name": "acme ca (pebble)", "address": acme.directory_url(acfg),
                      "state": "running" if pebble_pid else "stopped", "pid": pebble_pid})
+    ccfg = cloudflare_config(cfg)
+    cf_pid = cfemu.running_pid(ccfg)
+    services.append({"name": "cloudflare api (emulator)", "address": ccfg.base_url,
+                     "state": "running" if cf_pid else "stopped", "pid": cf_pid})
     return {
         "up": bool(machines) and all(m["state"] in ("running", "degraded") for m in machines),
         "state_dir": str(cfg.state_dir),
@@ -371,6 +395,10 @@ def down(cfg: LabConfig | None = None, log: Log = _quiet) -> dict:
         pebble_pid = acme.running_pid(acfg) or services.get("pebble")
         if pebble_pid:
             acme.stop(pebble_pid, acfg)
+        ccfg = cloudflare_config(cfg)
+        cf_pid = cfemu.running_pid(ccfg) or services.get("cloudflare")
+        if cf_pid:
+            cfemu.stop(cf_pid, ccfg)
         net.down(cfg)
         if cfg.state_dir.exists():
             shutil.rmtree(cfg.state_dir)
@@ -396,7 +424,7 @@ def leftovers(cfg: LabConfig) -> list[str]:
             ns = os.readlink(f"/proc/{pid}/ns/pid")
         except OSError:
             continue
-        if state_dir in cmd:
+        if state_dir in cmd:  # also catches the Cloudflare emulator (its --state is under state_dir)
             found.append(f"process {pid} ({cmd[:60].strip()})")
         elif ns != host_pidns and "systemd" in cmd and _root_under(pid, state_dir):
             found.append(f"machine init {pid}")

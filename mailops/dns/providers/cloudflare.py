@@ -69,10 +69,23 @@ class CloudflareProvider:
     def _zone_ids(self) -> dict[str, str]:
         if self._zones is None:
             try:
-                self._zones = {normalize_name(z.name): z.id for z in self.client.zones.list(per_page=50)}
+                self._zones = {normalize_name(z.name): z.id
+                               for z in self._all(self.client.zones.list(per_page=50))}
             except cloudflare.APIError as exc:
                 raise self._error("listing zones", exc) from None
         return self._zones
+
+    @staticmethod
+    def _all(page) -> list:
+        """Every item of a paginated list, stopping at total_count (saves the SDK's request for an
+        empty page past the end)."""
+        items: list = []
+        while True:
+            items += page.result or []
+            info = page.result_info
+            if not page.result or (info and info.total_count is not None and len(items) >= info.total_count):
+                return items
+            page = page.get_next_page()
 
     def zone_for(self, name: str) -> str | None:
         matches = [z for z in self._zone_ids() if in_zone(name, z)]
@@ -99,15 +112,8 @@ class CloudflareProvider:
         zone_id = self._zone_id(zone)
         out: list[Existing] = []
         try:
-            page = self.client.dns.records.list(zone_id=zone_id, per_page=_PER_PAGE)
-            while True:
-                for obj in page.result or []:
-                    out.append(Existing(self._record(obj), (obj.comment or "") == OWNER_COMMENT, obj.id))
-                info = page.result_info
-                # result_info saves the SDK's extra request for an empty page past the end.
-                if not page.result or (info and info.total_count is not None and len(out) >= info.total_count):
-                    break
-                page = page.get_next_page()
+            for obj in self._all(self.client.dns.records.list(zone_id=zone_id, per_page=_PER_PAGE)):
+                out.append(Existing(self._record(obj), (obj.comment or "") == OWNER_COMMENT, obj.id))
         except cloudflare.APIError as exc:
             raise self._error(f"listing records of {zone}", exc) from None
         return out
