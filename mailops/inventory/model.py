@@ -507,6 +507,12 @@ class RateLimits(_Model):
     per_user: PerUserLimit | None = None
 
 
+class DnsblSettings(_Model):
+    """DNS blocklists verify asks about each sending address (ip_zones) and domain (domain_zones)."""
+    ip_zones: list[ZoneName] = Field(default_factory=lambda: ["zen.spamhaus.org", "bl.spamcop.net"])
+    domain_zones: list[ZoneName] = Field(default_factory=lambda: ["dbl.spamhaus.org"])
+
+
 class TlsSettings(_Model):
     """How mail hosts get their certificate. Self-signed only when asked for."""
     mode: Literal["acme", "selfsigned"] = "acme"
@@ -550,6 +556,7 @@ class Inventory(_Model):
     smtp_probe: HostOrIp = "gmail-smtp-in.l.google.com"
     # Resolvers that DNS read-backs and checks ask (empty: the system's /etc/resolv.conf)
     dns_resolvers: list[IpAddress] = Field(default_factory=list)
+    dnsbl: DnsblSettings = Field(default_factory=DnsblSettings)
 
     def host(self, name: str) -> MailHost:
         for host in self.hosts:
@@ -597,6 +604,7 @@ GLOBAL_VARS: dict[str, tuple[str, Any]] = {
     "mailops_tls": ("tls", TlsSettings),
     "mailops_smtp_probe": ("smtp_probe", HostOrIp),
     "mailops_dns_resolvers": ("dns_resolvers", list[IpAddress]),
+    "mailops_dnsbl": ("dnsbl", DnsblSettings),
 }
 REQUIRED_GLOBAL_VARS = ("mailops_dkim_keystore", "mailops_domains")
 

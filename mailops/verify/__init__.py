@@ -1,0 +1,1 @@
+"""`mailops verify`: DNS, server, security-from-outside and live-send checks, as data."""
