@@ -259,7 +259,7 @@ def test_rfc2136_update_is_all_or_nothing(synced, lab_cfg):
     assert resolve("half.shop.test", "A") == []
 
 
-def test_spf_over_ten_lookups_is_refused(inv_dir, tmp_path):
+def test_spf_over_ten_lookups_is_refused(synced, inv_dir, tmp_path, lab_cfg):
     many = [f"_spf{i}.example.net" for i in range(11)]
     heavy = variant(inv_dir, tmp_path, lambda d: d["mailops_domains"]["shop.test"].setdefault("spf", {})
                     .update(include=many))
@@ -267,7 +267,26 @@ def test_spf_over_ten_lookups_is_refused(inv_dir, tmp_path):
     assert proc.returncode == 1
     line = proc.stderr.strip()
     assert "mailops_domains['shop.test'].spf" in line and "11 DNS lookups" in line and "Traceback" not in line
-    # nested includes count too
+    # nested includes are resolved (through mailops_dns_resolvers, the lab BIND) and counted
+    dcfg = core.dns_config(lab_cfg)
+    ten = "v=spf1 a mx ptr " + " ".join(f"a:h{i}.lab.test" for i in range(7)) + " -all"
+    labdns.update(dcfg, "lab.test.", replace=[("_spf-heavy", "TXT", ten, 60), ("_spf-light", "TXT", "v=spf1 a -all", 60)])
+    try:
+        tmp_heavy, tmp_light = tmp_path / "h", tmp_path / "l"
+        tmp_heavy.mkdir(), tmp_light.mkdir()
+        nested = variant(inv_dir, tmp_heavy, lambda d: d["mailops_domains"]["shop.test"].setdefault("spf", {})
+                         .update(include=["_spf-heavy.lab.test"]))
+        proc = mailops("dns", "plan", "-i", str(nested), check=False)
+        assert proc.returncode == 1 and "11 DNS lookups" in proc.stderr, proc.stderr
+        light = variant(inv_dir, tmp_light, lambda d: d["mailops_domains"]["shop.test"].setdefault("spf", {})
+                        .update(include=["_spf-light.lab.test"]))
+        proc = mailops("dns", "plan", "--json", "-i", str(light))
+        shop = next(z for z in json.loads(proc.stdout)["zones"] if z["zone"] == "shop.test")
+        assert [c["new"] for c in shop["changes"]] == [
+            "v=spf1 ip4:198.51.100.11 ip6:2001:db8:51::11 include:_spf-light.lab.test ~all"]
+    finally:
+        labdns.update(dcfg, "lab.test.", delete=[("_spf-heavy", "TXT"), ("_spf-light", "TXT")])
+    # the counting rule itself, including includes within includes
     nested = {"a.example": ["v=spf1 include:b.example include:c.example mx -all"], "b.example": ["v=spf1 a -all"],
               "c.example": ["v=spf1 ip4:198.51.100.0/24 -all"]}
     assert spf_lookups("v=spf1 include:a.example a -all", lambda n: nested.get(n, [])) == 6
@@ -387,3 +406,58 @@ def test_cloudflare_bad_token_and_missing_zone_are_one_line_errors(synced, inv_d
                                 transport=httpx.WSGITransport(app=bare.wsgi_app))
     with pytest.raises(MailopsError, match="has no zone holding news.test"):
         _news_only(inv, lonely)
+
+
+def test_parked_domain_gets_the_anti_spoofing_set(synced, inv_dir, tmp_path, lab_cfg):
+    def park(d):
+        d["mailops_parked_domains"] = {"parked.lab.test": {"dns_provider": "lab-rfc2136"}}
+        d["mailops_dns_providers"]["lab-rfc2136"]["zones"] = ["shop.test", "lab.test"]
+    parked = variant(inv_dir, tmp_path, park)
+    try:
+        result = json.loads(mailops("dns", "sync", "--apply", "--json", "-i", str(parked)).stdout)
+        assert result["readback"] == []
+        assert [z["zone"] for z in result["plan"]["zones"] if z["changes"]] == ["lab.test"]
+        assert resolved_values("parked.lab.test", "TXT") == {"v=spf1 -all"}
+        assert resolved_values("_dmarc.parked.lab.test", "TXT") == {"v=DMARC1; p=reject; sp=reject; adkim=s; aspf=s"}
+        assert resolved_values("parked.lab.test", "MX") == {"0 ."}
+        assert resolved_values("anything._domainkey.parked.lab.test", "TXT") == {"v=DKIM1; p="}
+        # the lab's own records in lab.test are untouched
+        assert resolved_values("gw.lab.test", "A") == {GW}
+    finally:
+        labdns.update(core.dns_config(lab_cfg), "lab.test.", delete=[
+            "parked.lab.test.", "_dmarc.parked.lab.test.", "*._domainkey.parked.lab.test.",
+            f"{REGISTRY_LABEL}.lab.test."])
+
+
+def test_two_inventories_share_a_zone_without_touching_each_other(synced, inv_dir, tmp_path, lab_cfg):
+    """mailops_dns_owner: a second inventory owns its own records in the same zones."""
+    def second(d):
+        d["mailops_dns_owner"] = "second"
+        d["mailops_submission_users"] = []
+        d["mailops_dkim_keystore"] = str(tmp_path / "dkim-second")
+        d["mailops_domains"] = {"b.shop.test": {"dns_provider": "lab-rfc2136"},
+                                "b.news.test": {"dns_provider": "lab-cloudflare"}}
+    other = variant(inv_dir, tmp_path, second)
+    mailops("dkim", "generate", "--all", "-i", str(other))
+    try:
+        result = json.loads(mailops("dns", "sync", "--apply", "--json", "-i", str(other)).stdout)
+        assert result["readback"] == []
+        created = {(c["name"], c["type"]) for z in result["plan"]["zones"] for c in z["changes"]}
+        # the host's A/AAAA are the first inventory's and identical: neither adopted nor duplicated
+        assert ("mta1.shop.test", "A") not in created and ("b.shop.test", "MX") in created
+        assert ("b.news.test", "TXT") in created
+        # the first inventory neither deletes nor claims the second's records, and vice versa
+        assert json.loads(mailops("dns", "plan", "--json", "-i", str(inv_dir)).stdout)["pending"] == 0
+        assert json.loads(mailops("dns", "plan", "--json", "-i", str(other)).stdout)["pending"] == 0
+        assert resolved_values("_dmarc.b.news.test", "TXT") == {"v=DMARC1; p=none"}
+    finally:
+        names = [n for n in {e.record.name for e in rfc2136(lab_cfg).list_records("shop.test")}
+                 if n == "b.shop.test" or n.endswith(".b.shop.test")]
+        labdns.update(core.dns_config(lab_cfg), "shop.test.",
+                      delete=[n + "." for n in names] + ["_mailops-owner-second.shop.test."])
+        client = cf_client(lab_cfg)
+        zid = cf_zone_id(client, "news.test")
+        for rec in list(client.dns.records.list(zone_id=zid, comment={"exact": "managed-by=mailops/second"})):
+            client.dns.records.delete(rec.id, zone_id=zid)
+    assert json.loads(mailops("dns", "plan", "--json", "-i", str(inv_dir)).stdout)["pending"] == 0
+    assert resolve("b.shop.test", "MX") == [] and resolve("_dmarc.b.news.test", "TXT") == []

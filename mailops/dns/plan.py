@@ -141,6 +141,8 @@ def plan_zone(provider, zone: str, desired: list[Record], existing: list[Existin
                 leftover.append(e)
                 continue
             todo.remove(match)
+            if e.other_owner:
+                continue  # the same record, published by another mailops inventory: leave it theirs
             if e.record.ttl != match.ttl or not e.owned:
                 changes.updates.append((e, match))
         # Pair what is left into in-place updates (old -> new) so a name is never briefly empty.

@@ -72,10 +72,11 @@ def forward_provider(inv, name: str):
         raise MailopsError(f"{inv.path}: DNS provider {name!r} is not defined; add it under mailops_dns_providers")
     if cfg.type == "cloudflare":
         from mailops.dns.providers.cloudflare import CloudflareProvider
-        return CloudflareProvider(name, inv.secret(cfg.api_token), cfg.api_base_url)
+        return CloudflareProvider(name, inv.secret(cfg.api_token), cfg.api_base_url, owner=inv.dns_owner)
     from mailops.dns.providers.rfc2136 import Rfc2136Provider
     return Rfc2136Provider(name, server=cfg.server, port=cfg.port, key_name=cfg.tsig_key_name,
-                           algorithm=cfg.tsig_algorithm, secret=inv.secret(cfg.tsig_secret), zones=cfg.zones)
+                           algorithm=cfg.tsig_algorithm, secret=inv.secret(cfg.tsig_secret), zones=cfg.zones,
+                           owner=inv.dns_owner)
 
 
 def reverse_provider(inv, name: str):
@@ -132,7 +133,12 @@ def _by_zone(providers: Providers, desired: DesiredState) -> dict[tuple[str, str
 def make_plan(inv, keystore=None, *, providers: Providers | None = None, force: bool = False,
               threshold: float = DEFAULT_THRESHOLD, resolve_txt: Callable | None = None) -> tuple[Plan, Providers]:
     providers = providers or Providers(inv)
+    unresolved: list[str] = []
+    if resolve_txt is None:
+        resolve_txt = _txt_resolver(inv.dns_resolvers, unresolved)
     desired = desired_state(inv, keystore, resolve_txt=resolve_txt)
+    desired.warnings += [f"SPF include {name} could not be resolved; its nested lookups are not counted"
+                         for name in unresolved]
     plan = Plan(warnings=list(desired.warnings), desired=desired)
     zones = _by_zone(providers, desired)
 
@@ -148,6 +154,21 @@ def make_plan(inv, keystore=None, *, providers: Providers | None = None, force: 
         change = PtrChange(want.provider, want.address, want.hostname, current)
         (plan.ptr_ok if current == normalize_name(want.hostname) else plan.ptr_changes).append(change)
     return plan, providers
+
+
+def _txt_resolver(resolvers: list[str], unresolved: list[str]) -> Callable[[str], list[str]]:
+    """TXT lookups for counting nested SPF includes (only called when a domain has includes)."""
+    reader = None
+
+    def resolve_txt(name: str) -> list[str]:
+        nonlocal reader
+        reader = reader or DnsReader(resolvers)
+        try:
+            return [b"".join(r.strings).decode("utf-8", "replace") for r in reader.resolver.resolve(name, "TXT")]
+        except dns.exception.DNSException:
+            unresolved.append(name)
+            return []
+    return resolve_txt
 
 
 # --- apply ------------------------------------------------------------------
@@ -231,7 +252,7 @@ def readback(inv, plan: Plan, providers: Providers, *, attempts: int = 10, delay
     for zp in plan.zones:
         provider = providers.forward(zp.provider)
         existing = provider.list_records(zp.zone)
-        owned = {e.record.key for e in existing if e.owned}
+        owned = {e.record.key for e in existing if e.owned or e.other_owner}
         records = [r for r in _by_zone(providers, plan.desired).get((zp.provider, zp.zone), [])
                    if (r.name, r.type) not in conflicted]
         for r in records:

@@ -217,6 +217,17 @@ def _net(version: int):
 PublicIPv4 = Annotated[ipaddress.IPv4Address, PlainValidator(_ipv4)]
 PublicIPv6 = Annotated[ipaddress.IPv6Address, PlainValidator(_ipv6)]
 IpAddress = Annotated[str, PlainValidator(_ip_any)]
+
+
+def _dns_owner(value: Any) -> str:
+    text = _need_text(value, "an owner id", "marketing")
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?", text):
+        raise ValueError(f"{show(value)} is not an owner id: use 1-32 lower-case letters, digits and inner "
+                         "hyphens, e.g. marketing")
+    return text
+
+
+DnsOwner = Annotated[str, PlainValidator(_dns_owner)]
 IPv4Net = Annotated[str, PlainValidator(_net(4))]
 IPv6Net = Annotated[str, PlainValidator(_net(6))]
 
@@ -513,6 +524,17 @@ class DnsblSettings(_Model):
     domain_zones: list[ZoneName] = Field(default_factory=lambda: ["dbl.spamhaus.org"])
 
 
+class VerifySettings(_Model):
+    """How `mailops verify` proves the chain from outside."""
+    # PEM roots trusted for the servers' certificates (587/465, MTA-STS); default: the system's CAs
+    ca_bundle: Text | None = None
+    # Live send: the mailbox the test message goes to. "lab" reads it on the lab's receiving host.
+    recipient: EmailAddress | None = None
+    mailbox: Literal["lab"] = "lab"
+    # Seconds to wait for the live-send message to arrive.
+    send_timeout: int = Field(60, ge=5, le=3600)
+
+
 class TlsSettings(_Model):
     """How mail hosts get their certificate. Self-signed only when asked for."""
     mode: Literal["acme", "selfsigned"] = "acme"
@@ -556,7 +578,10 @@ class Inventory(_Model):
     smtp_probe: HostOrIp = "gmail-smtp-in.l.google.com"
     # Resolvers that DNS read-backs and checks ask (empty: the system's /etc/resolv.conf)
     dns_resolvers: list[IpAddress] = Field(default_factory=list)
+    # Owner id for `dns sync` when several inventories share a zone (default: the one shared owner)
+    dns_owner: DnsOwner | None = None
     dnsbl: DnsblSettings = Field(default_factory=DnsblSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
 
     def host(self, name: str) -> MailHost:
         for host in self.hosts:
@@ -604,7 +629,9 @@ GLOBAL_VARS: dict[str, tuple[str, Any]] = {
     "mailops_tls": ("tls", TlsSettings),
     "mailops_smtp_probe": ("smtp_probe", HostOrIp),
     "mailops_dns_resolvers": ("dns_resolvers", list[IpAddress]),
+    "mailops_dns_owner": ("dns_owner", DnsOwner),
     "mailops_dnsbl": ("dnsbl", DnsblSettings),
+    "mailops_verify": ("verify", VerifySettings),
 }
 REQUIRED_GLOBAL_VARS = ("mailops_dkim_keystore", "mailops_domains")
 

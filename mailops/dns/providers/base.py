@@ -19,6 +19,8 @@ class Existing:
     record: Record
     owned: bool
     ref: Any = None  # provider handle (Cloudflare record id, ...)
+    # another mailops inventory (mailops_dns_owner) owns it: never adopted, never changed
+    other_owner: str | None = None
 
 
 @dataclass

@@ -17,6 +17,11 @@ from mailops.dns.records import Record, in_zone, normalize_name, quote_txt
 from mailops.errors import MailopsError
 
 OWNER_COMMENT = "managed-by=mailops"
+
+
+def owner_comment(owner: str | None = None) -> str:
+    """The ownership comment; ``managed-by=mailops/<id>`` for mailops_dns_owner: <id>."""
+    return OWNER_COMMENT if not owner else f"{OWNER_COMMENT}/{owner}"
 BATCH_LIMIT = 200  # operations per batch request on the free plan
 _PER_PAGE = 5000
 
@@ -27,8 +32,9 @@ class CloudflareProvider:
     ownership = f"record comment {OWNER_COMMENT!r}"
 
     def __init__(self, name: str, token: str, api_base_url: str | None = None, *,
-                 max_retries: int = 5, transport: httpx.BaseTransport | None = None):
+                 max_retries: int = 5, transport: httpx.BaseTransport | None = None, owner: str | None = None):
         self.name = name
+        self.comment = owner_comment(owner)
         self.requests = 0
 
         def count(_request: httpx.Request) -> None:
@@ -113,14 +119,15 @@ class CloudflareProvider:
         out: list[Existing] = []
         try:
             for obj in self._all(self.client.dns.records.list(zone_id=zone_id, per_page=_PER_PAGE)):
-                out.append(Existing(self._record(obj), (obj.comment or "") == OWNER_COMMENT, obj.id))
+                comment = obj.comment or ""
+                other = comment if comment.startswith(OWNER_COMMENT) and comment != self.comment else None
+                out.append(Existing(self._record(obj), comment == self.comment, obj.id, other))
         except cloudflare.APIError as exc:
             raise self._error(f"listing records of {zone}", exc) from None
         return out
 
-    @staticmethod
-    def _body(rec: Record) -> dict:
-        body = {"name": rec.name, "type": rec.type, "ttl": rec.ttl, "comment": OWNER_COMMENT}
+    def _body(self, rec: Record) -> dict:
+        body = {"name": rec.name, "type": rec.type, "ttl": rec.ttl, "comment": self.comment}
         if rec.type == "MX":
             pref, _, exchange = rec.value.partition(" ")
             body.update(priority=int(pref), content=exchange.rstrip(".") or ".")

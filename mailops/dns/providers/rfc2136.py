@@ -1,6 +1,8 @@
 """RFC 2136 dynamic update with dnspython: TSIG, state by AXFR, one UPDATE per zone.
 
 Ownership convention: the zone carries a TXT RRset at ``_mailops-owner.<zone>``
+(``_mailops-owner-<id>.<zone>`` when the inventory sets ``mailops_dns_owner: <id>``, so
+several inventories can share a zone)
 with one string per record mailops owns, ``"<TYPE> <name> <sha>"`` where name
 is relative to the zone (``@`` for the apex) and sha is the first 16 hex
 digits of SHA-256 of the record's canonical value.  Records and the registry
@@ -31,6 +33,11 @@ from mailops.dns.records import Record, in_zone, normalize_name, quote_txt, rela
 from mailops.errors import MailopsError
 
 REGISTRY_LABEL = "_mailops-owner"
+
+
+def registry_label(owner: str | None = None) -> str:
+    """``_mailops-owner`` for the default owner, ``_mailops-owner-<id>`` for mailops_dns_owner: <id>."""
+    return REGISTRY_LABEL if not owner else f"{REGISTRY_LABEL}-{owner}"
 REGISTRY_TTL = 300
 # Stay well below the 64 KiB TCP message limit; larger change sets are split.
 _MAX_MESSAGE_BYTES = 48_000
@@ -59,8 +66,9 @@ def _wire_rdata(record: Record):
 
 class _Rfc2136Base:
     def __init__(self, name: str, *, server: str, port: int, key_name: str, algorithm: str, secret: str,
-                 zones: list[str] | None = None, timeout: float = 10.0):
+                 zones: list[str] | None = None, timeout: float = 10.0, owner: str | None = None):
         self.name = name
+        self.registry_label = registry_label(owner)
         self.server, self.port, self.timeout = server, port, timeout
         self.zones = [normalize_name(z) for z in zones] if zones else None
         self._keyname = dns.name.from_text(key_name)
@@ -158,21 +166,32 @@ class Rfc2136Provider(_Rfc2136Base):
 
     def list_records(self, zone: str) -> list[Existing]:
         z = self._axfr(zone)
-        registry_name = dns.name.from_text(f"{REGISTRY_LABEL}.{zone}.")
+        registry_name = dns.name.from_text(f"{self.registry_label}.{zone}.")
         owned: set[str] = set()
+        others: dict[str, str] = {}  # registry entry -> the other inventory's registry label
         records: list[Record] = []
         for name, ttl, rdata in z.iterate_rdatas():
             absname = name.derelativize(z.origin)
-            if absname == registry_name and rdata.rdtype == dns.rdatatype.TXT:
-                owned.add(b"".join(rdata.strings).decode("utf-8", "replace"))
+            first = absname.labels[0].decode(errors="replace") if absname.labels else ""
+            if rdata.rdtype == dns.rdatatype.TXT and first.startswith(REGISTRY_LABEL) \
+                    and absname.parent() == z.origin:
+                entry = b"".join(rdata.strings).decode("utf-8", "replace")
+                if absname == registry_name:
+                    owned.add(entry)
+                else:
+                    others[entry] = first
                 continue
             records.append(_to_record(absname, ttl, rdata))
-        return [Existing(r, registry_entry(zone, r) in owned) for r in sorted(set(records))]
+        out = []
+        for r in sorted(set(records)):
+            entry = registry_entry(zone, r)
+            out.append(Existing(r, entry in owned, None, None if entry in owned else others.get(entry)))
+        return out
 
     def apply(self, zone: str, changes: ZoneChanges) -> None:
         """One UPDATE message (several only for very large change sets, address records first)."""
         groups: list[list[tuple]] = []  # each: ops for one record change, kept in one message
-        registry = f"{REGISTRY_LABEL}.{zone}."
+        registry = f"{self.registry_label}.{zone}."
         for rec in changes.creates:
             groups.append([("add", rec), ("reg+", rec)])
         for old, new in changes.updates:
