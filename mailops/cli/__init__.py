@@ -15,13 +15,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from mailops.cli import demo, dkim, dns, inventory, lab, provision
+    from mailops.cli import demo, dkim, dns, inventory, lab, provision, verify
 
     main.add_command(lab.lab)
     main.add_command(provision.provision)
     main.add_command(dkim.dkim)
     main.add_command(dns.dns)
     main.add_command(inventory.inventory)
+    main.add_command(verify.verify)
     main.add_command(demo.demo)
 
 

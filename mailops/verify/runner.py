@@ -1,0 +1,134 @@
+"""Run the four groups of checks concurrently and collect one report."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mailops.errors import MailopsError
+from mailops.verify.result import CheckResult, inconclusive
+
+GROUPS = ("dns", "server", "security", "send")
+
+
+@dataclass
+class VerifyReport:
+    results: list[CheckResult] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return self.count("fail") == 0
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "counts": {s: self.count(s) for s in ("pass", "warn", "fail", "inconclusive")},
+                "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+                "results": [r.to_dict() for r in self.results]}
+
+    def write_junit(self, path: Path) -> None:
+        suites = ET.Element("testsuites", name="mailops verify")
+        for group in GROUPS:
+            rows = [r for r in self.results if r.group == group]
+            if not rows:
+                continue
+            suite = ET.SubElement(suites, "testsuite", name=group, tests=str(len(rows)),
+                                  failures=str(sum(r.status == "fail" for r in rows)),
+                                  skipped=str(sum(r.status == "inconclusive" for r in rows)),
+                                  time=f"{self.seconds.get(group, 0):.2f}")
+            for r in rows:
+                case = ET.SubElement(suite, "testcase", classname=f"{group}.{r.subject}", name=r.name)
+                if r.status == "fail":
+                    ET.SubElement(case, "failure", message=r.detail).text = f"{r.detail}\nfix: {r.fix}"
+                elif r.status == "inconclusive":
+                    ET.SubElement(case, "skipped", message=f"inconclusive: {r.detail}")
+                elif r.status == "warn":
+                    ET.SubElement(case, "system-out").text = f"warning: {r.detail}\nfix: {r.fix}"
+        ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _lab_mailbox(inv):
+    from mailops.lab import core
+    from mailops.lab.config import LabConfig
+    from mailops.verify.send import lab_mailbox
+    cfg = LabConfig()
+    root = core.machine_root(cfg, "mx")
+    return lab_mailbox(str(inv.verify.recipient), root)
+
+
+def verify(inventory: Path, *, only: tuple[str, ...] = GROUPS, domains: list[str] | None = None,
+           hosts: list[str] | None = None, on_group: Callable[[str, float], None] = lambda g, s: None) -> VerifyReport:
+    from mailops.dkim.store import KeyStore
+    from mailops.provision import load_checked
+
+    unknown = [g for g in only if g not in GROUPS]
+    if unknown:
+        raise MailopsError(f"--only: unknown group {unknown[0]!r}; choose from {', '.join(GROUPS)}")
+    inv = load_checked(inventory)
+    for d in domains or []:
+        if d not in inv.domains:
+            raise MailopsError(f"--domain {d}: not a sending domain of {inventory}; "
+                               f"domains: {', '.join(sorted(inv.domains))}")
+    for h in hosts or []:
+        if h not in [x.name for x in inv.hosts]:
+            raise MailopsError(f"--host {h}: not a mail host of {inventory}; hosts: "
+                               f"{', '.join(x.name for x in inv.hosts)}")
+    domains = list(domains or sorted(inv.domains))
+    hosts = list(hosts or ([h.name for d in domains for h in inv.hosts_for(d)] if domains else [h.name for h in inv.hosts]))
+    hosts = list(dict.fromkeys(hosts))
+    keystore = KeyStore.for_inventory(inv)
+    ca = inv.verify.ca_bundle
+
+    def run_dns() -> list[CheckResult]:
+        from mailops.verify import dnschecks
+        return (dnschecks.check_domains(inv, keystore, domains=domains, ca_bundle=ca)
+                + dnschecks.check_hosts(inv, hosts=hosts))
+
+    def run_server() -> list[CheckResult]:
+        from mailops.verify import server
+        return server.check_hosts(inventory, hosts, ca_bundle=ca)
+
+    def run_security() -> list[CheckResult]:
+        from mailops.verify import security
+        users = [(u.login, inv.secret(u.password)) for u in inv.submission_users if u.password is not None]
+        out: list[CheckResult] = []
+        for name in hosts:
+            h = inv.host(name)
+            addrs = [str(h.ipv4)] + ([str(h.ipv6)] if h.ipv6 else [])
+            sending = [d for d in inv.domains if h in inv.hosts_for(d)]
+            out += security.probe_host(h.fqdn, addrs, sending_domains=sending, users=users, ca_bundle=ca)
+        return out
+
+    def run_send() -> list[CheckResult]:
+        from mailops.ansible import inventory_hostvars
+        from mailops.verify.send import live_send
+        if inv.verify.recipient is None:
+            return [inconclusive("send", d, "live-send", "no mailops_verify.recipient configured; "
+                                 "name a mailbox to send the test message to") for d in domains]
+        return live_send(inv, keystore, domains, _lab_mailbox(inv), cafile=ca,
+                         hostvars=inventory_hostvars(inventory), timeout=inv.verify.send_timeout)
+
+    runners = {"dns": run_dns, "server": run_server, "security": run_security, "send": run_send}
+    report = VerifyReport()
+
+    def timed(group: str) -> tuple[str, list[CheckResult], float]:
+        t = time.monotonic()
+        try:
+            results = runners[group]()
+        except MailopsError as exc:
+            results = [inconclusive(group, "-", "run", str(exc))]
+        seconds = time.monotonic() - t
+        on_group(group, seconds)
+        return group, results, seconds
+
+    with ThreadPoolExecutor(len(GROUPS)) as pool:
+        for group, results, seconds in pool.map(timed, [g for g in GROUPS if g in only]):
+            report.results += results
+            report.seconds[group] = seconds
+    return report

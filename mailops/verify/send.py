@@ -1,0 +1,225 @@
+"""Live send: submit on 587 (STARTTLS, certificate verified, AUTH) as a configured user,
+wait for the message at a mailbox, and require dkim/spf/dmarc=pass at the receiver.
+
+The DKIM signature is verified again here (dkimpy against the inventory's
+resolvers), and the headers are searched for what a submission must not leak.
+When the message does not arrive, the server is asked why (over SSH): a
+stopped OpenDKIM makes Postfix hold mail (milter_default_action=tempfail), and
+verify says so instead of only timing out.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import subprocess
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Callable
+
+from mailops.verify.result import CheckResult, failed, inconclusive, passed, warned
+
+GROUP = "send"
+LEAK_MARKER = "mailops-verify-agent/1"  # sent as User-Agent; must not reach the recipient
+
+
+@dataclass
+class Mailbox:
+    """Where the live-send recipient's mail can be read: ``wait(message_id, timeout) -> bytes | None``."""
+    recipient: str
+    wait: Callable[[str, float], bytes | None]
+
+
+def lab_mailbox(recipient: str, root: Path) -> Mailbox:
+    from mailops.lab import receiver
+
+    def wait(message_id: str, timeout: float) -> bytes | None:
+        msg = receiver.wait_for_message(root, recipient=recipient, message_id=message_id, timeout=timeout)
+        return Path(msg.path).read_bytes() if msg else None
+    return Mailbox(recipient, wait)
+
+
+def _sender_for(inv, domain: str):
+    for user in inv.submission_users:
+        if user.login.rsplit("@", 1)[1] == domain:
+            return user, user.login
+        for addr in user.send_as:
+            if addr.rsplit("@", 1)[1] == domain:
+                return user, addr
+    return None, None
+
+
+def _auth_results(raw: bytes, authserv: str | None) -> dict[str, str]:
+    import email
+    import email.policy
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    out: dict[str, str] = {}
+    for value in msg.get_all("Authentication-Results", []):
+        text = " ".join(str(value).split())
+        if authserv and text.split(";", 1)[0].strip() != authserv:
+            continue
+        for part in text.split(";")[1:]:
+            part = part.strip()
+            for method in ("dkim", "spf", "dmarc"):
+                if part.startswith(method + "=") and method not in out:
+                    out[method] = part
+    return out
+
+
+def _dnsfunc(resolvers: list[str]):
+    import dns.resolver
+
+    def lookup(name, timeout=5):
+        r = dns.resolver.Resolver(configure=not resolvers)
+        if resolvers:
+            r.nameservers = list(resolvers)
+        r.lifetime = timeout
+        name = name.decode() if isinstance(name, bytes) else name
+        try:
+            return b"".join(b"".join(rd.strings) for rd in r.resolve(name, "TXT"))
+        except Exception:  # noqa: BLE001 - dkimpy treats an empty answer as "no key"
+            return b""
+    return lookup
+
+
+def _diagnose_hold(hostvars: dict | None) -> str:
+    """Ask the server why mail is not leaving: OpenDKIM state and the queue."""
+    if not hostvars:
+        return ""
+    from mailops.ansible import ssh_base_args
+    script = ("systemctl is-active opendkim; "
+              "postqueue -j | python3 -c 'import sys,json; q=[json.loads(l) for l in sys.stdin if l.strip()]; "
+              "print(len(q), \";\".join(sorted({r.get(\"delay_reason\",\"\")[:80] for m in q for r in m[\"recipients\"]})))'")
+    try:
+        proc = subprocess.run(ssh_base_args(hostvars) + [script], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        return ""
+    state = lines[0].strip()
+    queued = lines[1].split(" ", 1) if len(lines) > 1 else ["?", ""]
+    text = f"opendkim is {state}; {queued[0]} message(s) in the queue"
+    if len(queued) > 1 and queued[1]:
+        text += f" ({queued[1]})"
+    return text
+
+
+def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, cafile: str | None,
+                hostvars: dict | None = None, timeout: float = 60.0) -> list[CheckResult]:
+    import dkim
+
+    user, sender = _sender_for(inv, domain)
+    if user is None:
+        return [inconclusive(GROUP, domain, "live-send", "no submission user may send as this domain; "
+                             "add one to mailops_submission_users to test it")]
+    if user.password is None:
+        return [inconclusive(GROUP, domain, "live-send", f"{user.login} has only a password_hash; "
+                             "give it password: {env|file} so verify can log in")]
+    host = inv.hosts_for(domain)[0]
+    subject = f"mailops verify {domain} {uuid.uuid4().hex[:10]}"
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, mailbox.recipient, subject
+    msg["Date"], msg["Message-ID"] = formatdate(), make_msgid(domain=domain)
+    msg["User-Agent"] = LEAK_MARKER
+    msg.set_content("A live test message from `mailops verify`.\n")
+    ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
+    started = time.monotonic()
+    client_ip = None
+    try:
+        with smtplib.SMTP(str(host.ipv4), 587, timeout=30, local_hostname="verify.mailops.invalid") as smtp:
+            smtp._host = host.fqdn  # the certificate must be valid for the host name
+            client_ip = smtp.sock.getsockname()[0]
+            smtp.starttls(context=ctx)
+            smtp.login(user.login, inv.secret(user.password))
+            smtp.send_message(msg)
+    except smtplib.SMTPAuthenticationError as exc:
+        return [failed(GROUP, domain, "live-send", f"{host.fqdn}:587 refused the login of {user.login} "
+                       f"({exc.smtp_code})", "check the user's password source and re-converge the sasl role")]
+    except (smtplib.SMTPDataError, smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as exc:
+        code = getattr(exc, "smtp_code", None) or 0
+        detail = str(getattr(exc, "smtp_error", b"") or exc)
+        if isinstance(detail, bytes):
+            detail = detail.decode(errors="replace")
+        why = _diagnose_hold(hostvars)
+        if 400 <= code < 500:
+            signing_down = "opendkim is inactive" in why or "opendkim is failed" in why or "milter" in detail.lower()
+            name = "dkim-signing" if signing_down else "live-send"
+            head = "signing is down: " if signing_down else ""
+            return [failed(GROUP, domain, name, f"{head}the live send is held ({code} {detail[:80]}); {why}".strip("; "),
+                           "start OpenDKIM (systemctl start opendkim) and check its log; Postfix holds mail "
+                           "rather than send it unsigned" if signing_down else "see the server's mail log")]
+        return [failed(GROUP, domain, "live-send", f"{host.fqdn}:587 refused the message ({code} {detail[:80]})",
+                       "see the server's mail log (journalctl -u postfix@-)")]
+    except ssl.SSLCertVerificationError as exc:
+        return [failed(GROUP, domain, "live-send", f"{host.fqdn}:587 certificate not trusted ({exc.verify_message})",
+                       "re-issue the certificate: mailops provision apply --tags tls")]
+    except (smtplib.SMTPException, OSError) as exc:
+        return [inconclusive(GROUP, domain, "live-send", f"cannot submit to {host.fqdn}:587 ({exc})")]
+
+    raw = mailbox.wait(msg["Message-ID"], timeout)
+    elapsed = time.monotonic() - started
+    if raw is None:
+        why = _diagnose_hold(hostvars)
+        signing_down = "opendkim is inactive" in why or "opendkim is failed" in why
+        return [failed(GROUP, domain, "dkim-signing" if signing_down else "live-send",
+                       ("signing is down: " if signing_down else "")
+                       + f"the message did not reach {mailbox.recipient} within {timeout:.0f}s" + (f"; {why}" if why else ""),
+                       "start OpenDKIM (systemctl start opendkim); the queue then flushes by itself"
+                       if signing_down else "look at the queue (postqueue -p) and the mail log on " + host.fqdn)]
+    results = [passed(GROUP, domain, "live-send", f"{sender} -> {mailbox.recipient} via {host.fqdn}:587 "
+                      f"delivered in {elapsed:.1f}s")]
+    ar = _auth_results(raw, getattr(mailbox, "authserv", None) or "mx.inbox.test")
+    selectors = {k.selector for k in keystore.signing(domain)} if keystore else set()
+    dkim_ar = ar.get("dkim", "none")
+    aligned = f"header.d={domain}" in dkim_ar
+    right_selector = not selectors or any(f"header.s={s}" in dkim_ar for s in selectors)
+    if dkim_ar.startswith("dkim=pass") and aligned and right_selector:
+        results.append(passed(GROUP, domain, "receiver.dkim", dkim_ar))
+    else:
+        results.append(failed(GROUP, domain, "receiver.dkim", dkim_ar or "no dkim result",
+                              f"the receiver must see dkim=pass with d={domain} and s= an active selector "
+                              f"({', '.join(sorted(selectors)) or 'none active'}); run mailops dns sync --apply and "
+                              "mailops provision apply --tags opendkim"))
+    for method, fix in (("spf", "publish the host's IPv4 and IPv6 in SPF: mailops dns sync --apply"),
+                        ("dmarc", "DMARC needs aligned DKIM or SPF: fix the failing one above")):
+        value = ar.get(method, "")
+        if value.startswith(f"{method}=pass"):
+            results.append(passed(GROUP, domain, f"receiver.{method}", value))
+        else:
+            results.append(failed(GROUP, domain, f"receiver.{method}", value or f"no {method} result", fix))
+    try:
+        ok = dkim.verify(raw, dnsfunc=_dnsfunc(inv.dns_resolvers))
+    except Exception as exc:  # noqa: BLE001 - a malformed signature is a failure, not a crash
+        ok, err = False, exc
+    else:
+        err = None
+    if ok:
+        results.append(passed(GROUP, domain, "dkim.independent", "the signature verifies with dkimpy against DNS"))
+    else:
+        results.append(failed(GROUP, domain, "dkim.independent",
+                              f"dkimpy could not verify the signature{f' ({err})' if err else ''}",
+                              "compare the published key with the signing key: mailops dns plan; mailops dkim list"))
+    headers = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode(errors="replace")
+    leaks = [w for w in (LEAK_MARKER, f"[{client_ip}]" if client_ip else None) if w and w in headers]
+    if leaks:
+        results.append(failed(GROUP, domain, "header-privacy", f"the received headers contain {', '.join(leaks)}",
+                              "re-converge the postfix role (submission header_checks strip Received/User-Agent)"))
+    else:
+        results.append(passed(GROUP, domain, "header-privacy", "no client IP or User-Agent in the headers"))
+    return results
+
+
+def live_send(inv, keystore, domains: list[str], mailbox: Mailbox, *, cafile: str | None,
+              hostvars: dict[str, dict] | None = None, timeout: float = 60.0) -> list[CheckResult]:
+    def one(domain: str) -> list[CheckResult]:
+        host = inv.hosts_for(domain)[0]
+        return send_domain(inv, keystore, domain, mailbox, cafile=cafile,
+                           hostvars=(hostvars or {}).get(host.name), timeout=timeout)
+    with ThreadPoolExecutor(8) as pool:
+        return [r for rs in pool.map(one, domains) for r in rs]

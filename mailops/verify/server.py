@@ -1,0 +1,84 @@
+"""Server checks: the testinfra suite shipped as ``mailops.checks``, one pytest run per host,
+results read from its JUnit XML and turned into CheckResults with a fix hint per area."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from mailops.verify.result import CheckResult, failed, inconclusive, passed
+
+GROUP = "server"
+# checks module -> how to fix a failure there
+FIXES = {
+    "test_base": "re-converge: mailops provision apply --tags base --limit {host}",
+    "test_firewall": "re-converge: mailops provision apply --tags firewall --limit {host}",
+    "test_tls": "renew or re-issue the certificate: mailops provision apply --tags tls --limit {host}",
+    "test_sasl": "re-converge: mailops provision apply --tags sasl --limit {host}",
+    "test_opendkim": "re-converge: mailops provision apply --tags opendkim --limit {host}",
+    "test_postfix": "re-converge: mailops provision apply --tags postfix --limit {host}",
+}
+
+
+def _first_line(text: str) -> str:
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line.startswith("E "):
+            return line[2:].strip()[:200]
+    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
+    return (lines[0] if lines else "failed")[:200]
+
+
+def parse_junit(path: Path, host: str) -> list[CheckResult]:
+    results = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        module = case.get("classname", "").rsplit(".", 1)[-1]
+        name = case.get("name", "").split("[", 1)[0].removeprefix("test_")
+        param = case.get("name", "").partition("[")[2].rstrip("]")
+        # parametrised checks keep their parameter, minus the host part
+        param = "-".join(p for p in param.split("-") if not p.startswith("ansible:"))
+        check = f"{module.removeprefix('test_')}.{name}" + (f"[{param}]" if param else "")
+        failure = case.find("failure")
+        if failure is None:
+            failure = case.find("error")
+        skipped = case.find("skipped")
+        if failure is not None:
+            detail = _first_line(failure.get("message", "") or failure.text or "")
+            fix = FIXES.get(module, "re-converge: mailops provision apply --limit {host}").format(host=host)
+            results.append(failed(GROUP, host, check, detail, fix))
+        elif skipped is not None:
+            continue  # not applicable to this host (e.g. ACME checks on a self-signed host)
+        else:
+            results.append(passed(GROUP, host, check, "ok"))
+    return results
+
+
+def check_hosts(inventory: Path, hosts: list[str], *, ca_bundle: str | None = None,
+                timeout: float = 600) -> list[CheckResult]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    if ca_bundle:
+        env["MAILOPS_ACME_ROOTS_FILE"] = ca_bundle
+
+    def one(host: str) -> list[CheckResult]:
+        with tempfile.TemporaryDirectory(prefix="mailops-verify-") as tmp:
+            junit = Path(tmp) / "junit.xml"
+            argv = [sys.executable, "-m", "pytest", "--pyargs", "mailops.checks", f"--hosts=ansible://{host}",
+                    f"--ansible-inventory={Path(inventory).resolve()}", f"--junitxml={junit}", "-q", "-m", "not outside",
+                    "-p", "no:cacheprovider", "-o", "junit_family=xunit1"]
+            try:
+                proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return [inconclusive(GROUP, host, "testinfra", f"the server checks did not finish in {timeout:.0f}s")]
+            if not junit.exists():
+                tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
+                return [inconclusive(GROUP, host, "testinfra", f"the server checks did not run: {tail[0][:200]}")]
+            return parse_junit(junit, host)
+
+    with ThreadPoolExecutor(max(1, min(8, len(hosts)))) as pool:
+        return [r for rs in pool.map(one, hosts) for r in rs]
