@@ -10,6 +10,7 @@ verify says so instead of only timing out.
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 import subprocess
@@ -22,7 +23,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Callable
 
-from mailops.verify.result import CheckResult, failed, inconclusive, passed, warned
+from mailops.verify.result import CheckResult, failed, inconclusive, passed
 
 GROUP = "send"
 LEAK_MARKER = "mailops-verify-agent/1"  # sent as User-Agent; must not reach the recipient
@@ -60,7 +61,9 @@ def _auth_results(raw: bytes, authserv: str | None) -> dict[str, str]:
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     out: dict[str, str] = {}
     for value in msg.get_all("Authentication-Results", []):
-        text = " ".join(str(value).split())
+        # RFC 8601 comments ("(2048-bit key; unprotected key)") may hold semicolons
+        text = re.sub(r"\([^()]*\)", "", " ".join(str(value).split()))
+        text = " ".join(text.split())
         if authserv and text.split(";", 1)[0].strip() != authserv:
             continue
         for part in text.split(";")[1:]:
