@@ -17,7 +17,31 @@ def _vars(host) -> dict:
     return host.ansible.get_variables() if host.backend.NAME == "ansible" else {}
 
 
-def expected_tcp_ports(variables: dict) -> set[int]:
+def _mailhosts(host) -> list[str]:
+    """Group mailhosts in inventory order (testinfra's ``groups`` variable is sorted)."""
+    try:
+        inventory = host.backend.ansible_runner.inventory
+    except AttributeError:  # not the ansible backend
+        return []
+    from testinfra.utils.ansible_runner import itergroup
+
+    return list(dict.fromkeys(itergroup(inventory, "mailhosts")))
+
+
+def serves_mta_sts(variables: dict, mailhosts: list[str]) -> bool:
+    """Whether the host serves an MTA-STS policy: the default of firewall_mta_sts_https."""
+    me = variables.get("inventory_hostname")
+    for settings in (variables.get("mailops_domains") or {}).values():
+        settings = settings if isinstance(settings, dict) else {}
+        mode = (settings.get("mta_sts") or {}).get("mode") or "none"
+        listed = settings.get("hosts") or []
+        hosts = [h for h in mailhosts if h in listed] if listed else mailhosts
+        if mode != "none" and hosts[:1] == [me]:
+            return True
+    return False
+
+
+def expected_tcp_ports(variables: dict, mailhosts: list[str] = ()) -> set[int]:
     """The TCP ports the role opens for these inventory variables."""
     ports = variables.get("firewall_allowed_tcp_ports", DEFAULT_TCP_PORTS)
     if isinstance(ports, str):  # still a template: fall back to the default
@@ -26,7 +50,10 @@ def expected_tcp_ports(variables: dict) -> set[int]:
     if not isinstance(acme, bool):
         tls = variables.get("mailops_tls") or {}
         acme = isinstance(tls, dict) and tls.get("mode") == "acme"
-    return {int(p) for p in ports} | ({80} if acme else set())
+    https = variables.get("firewall_mta_sts_https")
+    if not isinstance(https, bool):
+        https = serves_mta_sts(variables, list(mailhosts))
+    return {int(p) for p in ports} | ({80} if acme else set()) | ({443} if https else set())
 
 
 def _ports(right) -> set[int]:
@@ -87,7 +114,7 @@ def test_forward_policy_drop(host):
 
 
 def test_exactly_the_expected_tcp_ports_are_open(host):
-    expected = expected_tcp_ports(_vars(host))
+    expected = expected_tcp_ports(_vars(host), _mailhosts(host))
     _, rules = _chain(host, "input")
     opened = open_tcp_ports(rules)
     assert opened == expected, (
