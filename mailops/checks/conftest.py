@@ -5,13 +5,27 @@ from __future__ import annotations
 import pytest
 
 
+_HOSTVARS: dict[str, dict] = {}
+
+
+def host_variables(host) -> dict:
+    """The host's inventory variables, read once per host and run (each read runs
+    ansible-inventory, about a second); empty when not using the ansible backend."""
+    if host.backend.NAME != "ansible":
+        return {}
+    name = host.backend.get_hostname()
+    if name not in _HOSTVARS:
+        try:
+            _HOSTVARS[name] = host.ansible.get_variables() or {}
+        except Exception:  # noqa: BLE001 - no inventory variables to compare against
+            _HOSTVARS[name] = {}
+    return _HOSTVARS[name]
+
+
 @pytest.fixture(scope="module")
 def hostvars(host) -> dict:
     """The host's inventory variables (empty when not using the ansible backend)."""
-    try:
-        return host.ansible.get_variables()
-    except Exception:
-        return {}
+    return host_variables(host)
 
 
 @pytest.fixture(scope="module")

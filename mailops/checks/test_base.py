@@ -12,11 +12,12 @@ import re
 
 import pytest
 
+from mailops.checks.conftest import host_variables
+
 PROXY_FILE = "/etc/apt/apt.conf.d/01mailops-proxy"
 
 
-def _vars(host) -> dict:
-    return host.ansible.get_variables() if host.backend.NAME == "ansible" else {}
+_vars = host_variables  # cached per host: each read runs ansible-inventory
 
 
 def _plain(value):

@@ -9,12 +9,13 @@ import json
 
 import pytest
 
+from mailops.checks.conftest import host_variables
+
 TABLE = "inet mailops_filter"
 DEFAULT_TCP_PORTS = [22, 25, 465, 587]
 
 
-def _vars(host) -> dict:
-    return host.ansible.get_variables() if host.backend.NAME == "ansible" else {}
+_vars = host_variables  # cached per host: each read runs ansible-inventory
 
 
 def _mailhosts(host) -> list[str]:

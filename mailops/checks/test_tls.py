@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from mailops.checks.conftest import host_variables
+
 TLS_DIR = "/etc/mailops/tls"
 FULLCHAIN = f"{TLS_DIR}/fullchain.pem"
 PRIVKEY = f"{TLS_DIR}/privkey.pem"
@@ -26,11 +28,7 @@ DEPLOY_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/50-mailops-postfix"
 CA_DROPIN = "/etc/systemd/system/certbot.service.d/50-mailops-ca-bundle.conf"
 
 
-def _vars(host) -> dict:
-    try:
-        return host.ansible.get_variables() or {}
-    except Exception:  # not the ansible backend
-        return {}
+_vars = host_variables  # cached per host: each read runs ansible-inventory
 
 
 def _plain(value) -> str | None:
