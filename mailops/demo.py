@@ -1,8 +1,9 @@
 """The end-to-end demo on the lab, as a list of timed steps.
 
-Today it brings the lab up and proves each part answers (SSH into a VPS, a
-lab DNS record, a message into the receiving host with its
-Authentication-Results); later steps (provision, DNS sync, verify) join here.
+It brings the lab up, proves each part answers (SSH into a VPS, a lab DNS
+record, a message into the receiving host), generates DKIM keys, publishes the
+records with `dns sync`, provisions a fresh VPS, runs `mailops verify` and
+shows a live message's Authentication-Results.
 """
 
 from __future__ import annotations
@@ -162,6 +163,18 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
                 "spf=pass, dmarc=pass",
                 [f"Authentication-Results: {h}" for h in msg.authentication_results])
 
+    def verify() -> str:
+        from mailops.verify.runner import verify as run_verify
+
+        report = run_verify(_inventory())
+        if not report.ok:
+            bad = next(r for r in report.results if r.status == "fail")
+            raise MailopsError(f"{report.count('fail')} check(s) failed, first: {bad.subject} {bad.name}: "
+                               f"{bad.detail}; fix: {bad.fix}")
+        timing = ", ".join(f"{g} {s:.0f}s" for g, s in report.seconds.items())
+        return (f"all {report.count('pass')} checks pass ({report.count('inconclusive')} inconclusive): "
+                f"DNS, server, security from outside, live send ({timing})")
+
     step("lab up", lab_up)
     step("ssh into a fresh VPS", ssh_vps)
     step("resolve through the lab DNS", resolve)
@@ -169,6 +182,7 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
     step("generate DKIM keys", dkim_keys)
     step("publish DNS records (dns sync)", publish)
     step("provision new-vps mta1.shop.test", provision)
+    step("mailops verify", verify)
     step("live send on 587 with AUTH", live_send)
     return results
 

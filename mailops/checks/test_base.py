@@ -99,6 +99,15 @@ def test_unattended_upgrades_security_only(host):
     assert host.service("unattended-upgrades").is_enabled, "unattended-upgrades.service is not enabled"
 
 
+def test_no_pending_security_updates(host):
+    # the updates apt already knows about (lists refreshed daily by apt-daily.timer)
+    out = host.run("apt-get -s -o Debug::NoLocking=1 upgrade")
+    assert out.rc == 0, f"apt-get -s upgrade failed: {out.stderr.strip()}"
+    pending = sorted({line.split()[1] for line in out.stdout.splitlines()
+                      if line.startswith("Inst ") and "-security" in line})
+    assert not pending, f"{len(pending)} security update(s) pending: {', '.join(pending[:8])}"
+
+
 @pytest.mark.parametrize("setting, allowed", [
     ("passwordauthentication", {"no"}),
     ("kbdinteractiveauthentication", {"no"}),

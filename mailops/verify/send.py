@@ -141,24 +141,29 @@ def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, cafile: str | N
             smtp.starttls(context=ctx)
             smtp.login(user.login, inv.secret(user.password))
             smtp.send_message(msg)
-    except smtplib.SMTPAuthenticationError as exc:
-        return [failed(GROUP, domain, "live-send", f"{host.fqdn}:587 refused the login of {user.login} "
-                       f"({exc.smtp_code})", "check the user's password source and re-converge the sasl role")]
-    except (smtplib.SMTPDataError, smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as exc:
-        code = getattr(exc, "smtp_code", None) or 0
-        detail = str(getattr(exc, "smtp_error", b"") or exc)
-        if isinstance(detail, bytes):
-            detail = detail.decode(errors="replace")
-        why = _diagnose_hold(hostvars)
+    except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as exc:
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
+            code, text = next(iter(exc.recipients.values()), (0, b""))
+        else:
+            code, text = exc.smtp_code, exc.smtp_error
+        detail = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+        if isinstance(exc, smtplib.SMTPAuthenticationError) and code == 535:
+            return [failed(GROUP, domain, "live-send", f"{host.fqdn}:587 refused the login of {user.login} "
+                           f"({code} {detail[:80]})", "check the user's password source and re-converge the sasl role")]
         if 400 <= code < 500:
-            signing_down = "opendkim is inactive" in why or "opendkim is failed" in why or "milter" in detail.lower()
-            name = "dkim-signing" if signing_down else "live-send"
-            head = "signing is down: " if signing_down else ""
-            return [failed(GROUP, domain, name, f"{head}the live send is held ({code} {detail[:80]}); {why}".strip("; "),
-                           "start OpenDKIM (systemctl start opendkim) and check its log; Postfix holds mail "
-                           "rather than send it unsigned" if signing_down else "see the server's mail log")]
+            # A temporary refusal: with OpenDKIM down Postfix refuses (tempfail) rather than send unsigned.
+            why = _diagnose_hold(hostvars)
+            signing_down = any(f"opendkim is {s}" in why for s in ("inactive", "failed", "activating"))
+            if signing_down:
+                return [failed(GROUP, domain, "dkim-signing",
+                               f"signing is down: the live send is held ({code} {detail[:80]}); {why}",
+                               "start OpenDKIM (systemctl start opendkim) and check its log; Postfix holds mail "
+                               "rather than send it unsigned")]
+            return [failed(GROUP, domain, "live-send",
+                           f"{host.fqdn}:587 refused the message for now ({code} {detail[:80]})" + (f"; {why}" if why else ""),
+                           f"see the mail log on {host.fqdn} (journalctl -u postfix@-)")]
         return [failed(GROUP, domain, "live-send", f"{host.fqdn}:587 refused the message ({code} {detail[:80]})",
-                       "see the server's mail log (journalctl -u postfix@-)")]
+                       f"see the mail log on {host.fqdn} (journalctl -u postfix@-)")]
     except ssl.SSLCertVerificationError as exc:
         return [failed(GROUP, domain, "live-send", f"{host.fqdn}:587 certificate not trusted ({exc.verify_message})",
                        "re-issue the certificate: mailops provision apply --tags tls")]

@@ -86,15 +86,19 @@ class _Rfc2136Base:
     def _query(self, qname: str, rtype: str) -> dns.message.Message:
         q = dns.message.make_query(qname, rtype)
         q.use_tsig(self._keyring, keyname=self._keyname)
+        return self._tcp(q, "check server and port")
+
+    def _tcp(self, msg: dns.message.Message, on_failure: str, what: str | None = None) -> dns.message.Message:
+        """Send one TSIG-signed message over TCP; failures become one-line errors."""
         self.requests += 1
         try:
-            return dns.query.tcp(q, self.server, port=self.port, timeout=self.timeout)
+            return dns.query.tcp(msg, self.server, port=self.port, timeout=self.timeout)
         except dns.tsig.PeerError as e:
             raise MailopsError(f"rfc2136 provider {self.name!r}: {self._where()} rejected the TSIG key ({e}); "
                                "check tsig_key_name, tsig_algorithm and tsig_secret") from None
         except (dns.exception.DNSException, OSError) as e:
-            raise MailopsError(f"rfc2136 provider {self.name!r}: no answer from {self._where()} "
-                               f"({e or type(e).__name__}); check server and port") from None
+            raise MailopsError(f"rfc2136 provider {self.name!r}: {what or 'no answer from ' + self._where()} "
+                               f"({e or type(e).__name__}); {on_failure}") from None
 
     def zone_for(self, name: str) -> str | None:
         name = normalize_name(name)
@@ -116,15 +120,8 @@ class _Rfc2136Base:
         return [self.server]
 
     def _send(self, zone: str, msg: dns.update.UpdateMessage) -> None:
-        self.requests += 1
-        try:
-            resp = dns.query.tcp(msg, self.server, port=self.port, timeout=self.timeout)
-        except dns.tsig.PeerError as e:
-            raise MailopsError(f"rfc2136 provider {self.name!r}: {self._where()} rejected the TSIG key ({e}); "
-                               "check tsig_key_name, tsig_algorithm and tsig_secret") from None
-        except (dns.exception.DNSException, OSError) as e:
-            raise MailopsError(f"rfc2136 provider {self.name!r}: update of {zone} at {self._where()} failed "
-                               f"({e or type(e).__name__}); nothing in that message was applied") from None
+        resp = self._tcp(msg, "nothing in that message was applied",
+                         what=f"update of {zone} at {self._where()} failed")
         rcode = resp.rcode()
         if rcode != dns.rcode.NOERROR:
             hint = {dns.rcode.REFUSED: "the server does not allow this key to update the zone",
