@@ -129,7 +129,9 @@ def synced(lab, lab_cfg, inv_dir):
                               ttl=300)
     client.dns.records.create(zone_id=zid, name="www.news.test", type="A", content="198.51.100.51", ttl=300)
     first = json.loads(mailops("dns", "sync", "--apply", "--json", "-i", str(inv_dir)).stdout)
-    return first
+    yield first
+    # leave the lab as `lab up` made it (empty sending zones, the provider's default PTRs)
+    wipe(lab_cfg)
 
 
 def test_first_sync_applies_and_reads_back(synced):
