@@ -25,7 +25,6 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from unittest import mock
 
 import dns.message
 import dns.query
@@ -473,6 +472,8 @@ def site(lab, lab_cfg, tmp_path_factory):
                                          "dmarc": {"policy": "reject", "rua": [f"mailto:dmarc@{domain}"]},
                                          "tls_rpt": {"rua": [f"mailto:tlsrpt@{domain}"]}}}
         d["mailops_dns_providers"]["lab-rfc2136"]["zones"] = ["lab.test"]
+        # lab.test is shared with other tests: our own owner id keeps our records ours alone
+        d["mailops_dns_owner"] = label
         d.pop("mailops_submission_users", None)  # their addresses are in shop.test/news.test
 
     def hosts(d):
@@ -496,24 +497,21 @@ def site(lab, lab_cfg, tmp_path_factory):
 
 
 def sync(s, *, force: bool = False) -> None:
-    """What `mailops dns sync --apply [--force]` does (plan, apply, read back), in-process, with the
-    ownership registry kept inside our domain.  The registry is one per zone, and lab.test is shared
-    with other tests running right now (test_roles_mta_sts publishes <rand>.lab.test): through
-    the CLI each sync would see the other's owned records as unwanted and delete them."""
-    with mock.patch.object(rfc2136, "REGISTRY_LABEL", f"_mailops-owner.{s.label}"):
-        plan, providers = make_plan(s.inv, s.keystore, force=force)
-        rows = [row["name"] for z in plan.zones for row in z.rows()]
-        assert all(in_zone(n, s.domain) for n in rows), f"the plan reaches outside {s.domain}: {rows}"
-        assert not plan.conflicts or force, plan.conflicts
-        apply_plan(plan, providers)
-        assert readback(s.inv, plan, providers) == []
+    """What `mailops dns sync --apply [--force]` does (plan, apply, read back), in-process.  The
+    inventory's own mailops_dns_owner keeps other tests' records in lab.test out of the plan."""
+    plan, providers = make_plan(s.inv, s.keystore, force=force)
+    rows = [row["name"] for z in plan.zones for row in z.rows()]
+    assert all(in_zone(n, s.domain) for n in rows), f"the plan reaches outside {s.domain}: {rows}"
+    assert not plan.conflicts or force, plan.conflicts
+    apply_plan(plan, providers)
+    assert readback(s.inv, plan, providers) == []
 
 
 def remove_site(s) -> None:
     """Delete every name under the domain, our registry strings, our PTRs and DNSBL entries."""
     dcfg, zone = s.dcfg, "lab.test."
     names = [f"{s.domain}.", f"{s.fqdn}.", f"_dmarc.{s.domain}.", f"_smtp._tls.{s.domain}.",
-             f"_mta-sts.{s.domain}.", f"mta-sts.{s.domain}.", f"_mailops-owner.{s.domain}."]
+             f"_mta-sts.{s.domain}.", f"mta-sts.{s.domain}.", f"{rfc2136.registry_label(s.label)}.lab.test."]
     names += [f"{k.selector}._domainkey.{s.domain}." for k in KeyStore(s.base / "dkim").keys(s.domain)]
     # Nothing of ours should be in the shared registry; remove strings naming our names all the same.
     shared = f"{rfc2136.REGISTRY_LABEL}.lab.test."
