@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailops.errors import MailopsError, PrerequisiteMissing
-from mailops.lab.system import is_ours, last_lines, spawn, terminate, wait_tcp
+from mailops.lab.system import is_ours, last_lines, spawn, stop_daemon, wait_tcp
 
 CONFIG_NAME = "pebble-config.json"
 PID_NAME = "pebble.pid"
@@ -290,13 +290,7 @@ def start(cfg: AcmeConfig, timeout: float = 15) -> int:
 
 def stop(pid: int | None, cfg: AcmeConfig) -> None:
     """Stop the pebble started for cfg (only if pid's command line names our config)."""
-    terminate(pid, str(config_path(cfg)))
-    pidfile = cfg.state_dir / PID_NAME
-    try:
-        if pid and int(pidfile.read_text().split()[0]) == pid:
-            pidfile.unlink()
-    except (OSError, ValueError, IndexError):
-        pass
+    stop_daemon(pid, str(config_path(cfg)), cfg.state_dir / PID_NAME)
 
 
 # -- issuing CA -----------------------------------------------------------------

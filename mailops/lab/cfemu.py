@@ -764,15 +764,9 @@ def start(cfg: DaemonConfig, timeout: float = 15) -> int:
 
 def stop(pid: int | None, cfg: DaemonConfig) -> None:
     """Stop the daemon of cfg (only if pid's command line names our state file)."""
-    from mailops.lab.system import terminate
+    from mailops.lab.system import stop_daemon
 
-    terminate(pid, str(cfg.state_file))
-    pidfile = cfg.state_dir / PID_NAME
-    try:
-        if pid and int(pidfile.read_text().split()[0]) == pid:
-            pidfile.unlink()
-    except (OSError, ValueError, IndexError):
-        pass
+    stop_daemon(pid, str(cfg.state_file), cfg.state_dir / PID_NAME)
 
 
 def _hostport(text: str) -> tuple[str, int]:

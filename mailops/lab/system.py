@@ -92,6 +92,16 @@ def terminate(pid: int | None, fingerprint: str, timeout: float = 10.0) -> None:
     raise MailopsError(f"process {pid} ({cmdline(pid)[:60]}) did not exit after SIGKILL")
 
 
+def stop_daemon(pid: int | None, fingerprint: str, pidfile: Path) -> None:
+    """terminate() a lab daemon, then remove its pid file if it still names that pid."""
+    terminate(pid, fingerprint)
+    try:
+        if pid and int(pidfile.read_text().split()[0]) == pid:
+            pidfile.unlink()
+    except (OSError, ValueError, IndexError):
+        pass
+
+
 def wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
