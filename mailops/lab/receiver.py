@@ -8,6 +8,11 @@ and every message for any address in the domain lands in one Maildir, where
 tests and mailops read it back (the Maildir is on the host's disk, inside the
 machine's root).  Nothing is rejected for failing authentication: the
 receiver reports, tests decide.
+
+Two kinds of address answer the way a real provider's bad days do, so that
+queue, statistics and bounce handling can be tested against real replies:
+``defer-*@inbox.test`` gets ``450 4.2.1`` (try again later) and
+``bounce-*@inbox.test`` gets ``550 5.1.1`` (no such mailbox), at RCPT time.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ smtpd_helo_required = yes
 smtpd_recipient_restrictions =
     permit_mynetworks,
     reject_unauth_destination,
+    check_recipient_access regexp:/etc/postfix/lab_recipient_access,
     check_policy_service unix:private/policyd-spf
 policyd-spf_time_limit = 3600
 
@@ -71,6 +77,19 @@ milter_protocol = 6
 message_size_limit = 52428800
 virtual_mailbox_limit = 0
 """
+
+
+# What a provider answers on a bad day: a temporary deferral and a hard bounce.
+DEFER_PREFIX, BOUNCE_PREFIX = "defer-", "bounce-"
+DEFER_REPLY = "450 4.2.1 Mailbox temporarily unavailable, try again later"
+BOUNCE_REPLY = "550 5.1.1 Mailbox does not exist"
+
+
+def _recipient_access() -> str:
+    domain = MAILBOX_DOMAIN.replace(".", r"\.")
+    return ("# mailops lab receiver: addresses that answer like a provider's bad day\n"
+            f"/^{DEFER_PREFIX}[^@]*@{domain}$/ {DEFER_REPLY}\n"
+            f"/^{BOUNCE_PREFIX}[^@]*@{domain}$/ {BOUNCE_REPLY}\n")
 
 
 def _master_cf_append() -> str:
@@ -131,6 +150,7 @@ Authserv_Id = {m.fqdn}
 def configure_root(cfg: LabConfig, m: Machine, root: Path) -> None:
     """Write the receiving stack's configuration into a machine root before boot."""
     (root / "etc/postfix/main.cf").write_text(_main_cf(cfg, m))
+    (root / "etc/postfix/lab_recipient_access").write_text(_recipient_access())
     master = root / "etc/postfix/master.cf"
     text = master.read_text()
     if "policyd-spf" not in text:
