@@ -1,13 +1,20 @@
-"""Benchmark: `dns sync` of many domains through the Cloudflare API emulator.
+"""Benchmark: `dns sync` of many domains through the Cloudflare API emulator, next to octoDNS.
 
     .venv/bin/python bench/dns_sync.py                # 200 domains
     .venv/bin/python bench/dns_sync.py --domains 50
+    .venv/bin/pip install -e '.[bench]'               # octoDNS, for the comparison
 
 Builds a throw-away inventory (one mail host, N sending domains, each its own
-Cloudflare zone, one RSA-2048 DKIM key each), runs the library's plan + apply
-+ provider read-back against the emulator in-process (the official SDK over
-httpx's WSGI transport: no network), then a no-op sync.  Prints wall time and
-API requests (total and per zone) for both.  Nothing is asserted.
+Cloudflare zone, one RSA-2048 DKIM key each).  mailops: inventory load, plan and
+apply against the emulator in-process (the official SDK over httpx's WSGI
+transport: no network; no read-back, which queries authoritative DNS servers),
+first sync and no-op sync.  octoDNS (octodns + octodns-cloudflare): a YamlProvider
+holding exactly the records mailops wants, synced to a CloudflareProvider whose
+requests session calls a second, fresh emulator in-process (bench/octodns_compare.py),
+first sync (``--doit``) and no-op sync.  Each phase starts from configuration on disk
+(inventory / octoDNS config) with a new provider, as a new CLI run would.  Prints wall
+time and API requests for both, the ratios, and whether the two emulators end up
+holding the same records.  Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +32,22 @@ import httpx
 import yaml
 
 from mailops.dkim.store import KeyStore
+from mailops.dns.desired import desired_state
 from mailops.dns.providers.cloudflare import CloudflareProvider
-from mailops.dns.sync import Providers, apply_plan, make_plan
+from mailops.dns.records import in_zone, join_txt
+from mailops.dns.sync import _WORKERS, Providers, apply_plan, make_plan
 from mailops.inventory import load_inventory
 from mailops.lab.cfemu import CloudflareEmulator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+try:
+    import octodns_compare
+except ImportError as exc:  # the bench extra is not installed
+    octodns_compare = None
+    OCTODNS_MISSING = f"{exc} (install the bench extra: .venv/bin/pip install -e '.[bench]')"
+
 TOKEN = "bench-token"
+TOKEN_ENV = "BENCH_CF_TOKEN"
 
 
 def make_inventory(root: Path, n: int) -> Path:
@@ -40,7 +59,7 @@ def make_inventory(root: Path, n: int) -> Path:
                                "mailops_ipv6": "2001:db8:51::11"}}}}}}))
     (inv / "group_vars" / "all" / "mailops.yml").write_text(yaml.safe_dump({
         "mailops_dkim_keystore": str(root / "dkim"),
-        "mailops_dns_providers": {"cf": {"type": "cloudflare", "api_token": {"env": "BENCH_CF_TOKEN"},
+        "mailops_dns_providers": {"cf": {"type": "cloudflare", "api_token": {"env": TOKEN_ENV},
                                          "api_base_url": "http://cf.emulator/client/v4"}},
         "mailops_domains": {d: {"dns_provider": "cf", "dmarc": {"policy": "reject", "rua": [f"mailto:dmarc@{d}"]}}
                             for d in domains},
@@ -48,26 +67,122 @@ def make_inventory(root: Path, n: int) -> Path:
     return inv
 
 
-def run_sync(inv, store, emulator) -> dict:
-    transport = httpx.WSGITransport(app=emulator.wsgi_app)
-    provider = CloudflareProvider("cf", TOKEN, "http://cf.emulator/client/v4", transport=transport)
+def fresh_emulator(domains) -> CloudflareEmulator:
+    emulator = CloudflareEmulator()
+    emulator.add_token(TOKEN)
+    for domain in domains:
+        emulator.add_zone(domain)
+    return emulator
+
+
+def run_sync(inv_dir: Path, emulator: CloudflareEmulator) -> dict:
+    """One `mailops dns sync` without the read-back: inventory load, plan, apply."""
     emulator.reset_stats()
     t = time.perf_counter()
+    inv, problems = load_inventory(inv_dir)
+    assert not problems, problems[:3]
+    store = KeyStore.for_inventory(inv)
+    transport = httpx.WSGITransport(app=emulator.wsgi_app)
+    provider = CloudflareProvider("cf", TOKEN, "http://cf.emulator/client/v4", transport=transport)
     plan, providers = make_plan(inv, store, providers=Providers(inv, {"cf": provider}))
     apply_plan(plan, providers)
-    applied = time.perf_counter() - t
-    return {"wall": applied, "changes": plan.pending, "zones": len(plan.zones),
+    wall = time.perf_counter() - t
+    return {"wall": wall, "changes": plan.pending, "zones": len(plan.zones),
             "requests": emulator.request_count()}
+
+
+def records_by_zone(inv, store) -> dict[str, list]:
+    """What mailops wants published, by zone (every domain is its own zone here)."""
+    zones: dict[str, list] = {d: [] for d in inv.domains}
+    for records in desired_state(inv, store, resolve_txt=lambda _name: []).forward.values():
+        for rec in records:
+            zone = max((z for z in zones if in_zone(rec.name, z)), key=len)
+            zones[zone].append(rec)
+    return zones
+
+
+def requests_by_kind(emulator) -> dict[str, int]:
+    """Requests of the last phase by method and endpoint (zone and record ids elided)."""
+    kinds: dict[str, int] = {}
+    for e in list(emulator.request_log):
+        parts = e["path"].split("/")[3:]  # after /client/v4
+        what = "/".join(p if i % 2 == 0 or p == "batch" else "{id}" for i, p in enumerate(parts))
+        key = f"{e['method']} {what}"
+        kinds[key] = kinds.get(key, 0) + 1
+    return kinds
+
+
+def end_state(emulator, zones) -> dict[tuple, list[str]]:
+    """{(name, type, logical value, ttl, proxied): [raw contents]} of every record in zones:
+    TXT compared as the logical string (quoting and chunking removed), MX with its priority."""
+    out: dict[tuple, list[str]] = {}
+    for zone in zones:
+        for r in emulator.records(zone):
+            value = join_txt(r["content"]) if r["type"] == "TXT" else r["content"]
+            if r["type"] == "MX":
+                value = f"{r['priority']} {value}"
+            out.setdefault((r["name"], r["type"], value, r["ttl"], r["proxied"]), []).append(r["content"])
+    return out
+
+
+def string_lengths(content: str) -> str:
+    """Byte lengths of the character-strings of a TXT content ("255+155"; one string if unquoted)."""
+    parts = re.findall(r'"((?:[^"\\]|\\.)*)"', content) if content.startswith('"') else [content]
+    return "+".join(str(len(re.sub(r"\\(.)", r"\1", p).encode())) for p in parts)
+
+
+def comments(emulator, zones) -> str:
+    """How many records carry each comment (mailops marks the records it owns)."""
+    out: dict[str, int] = {}
+    for zone in zones:
+        for r in emulator.records(zone):
+            if r["comment"]:
+                out[r["comment"]] = out.get(r["comment"], 0) + 1
+    return ", ".join(f"{v} x {k!r}" for k, v in out.items()) or "none"
+
+
+def compare_states(mailops_state: dict, octodns_state: dict, expected: int) -> list[str]:
+    lines = []
+    for label, state in (("mailops", mailops_state), ("octoDNS", octodns_state)):
+        count = sum(len(v) for v in state.values())
+        lines.append(f"  {label:8} emulator holds {count} records (expected {expected})"
+                     + ("" if count == expected else "  <-- MISMATCH"))
+    if mailops_state.keys() == octodns_state.keys():
+        lines.append("  record sets (name, type, value with TXT quoting/chunking removed, ttl, proxied): IDENTICAL")
+    else:
+        only_m = sorted(mailops_state.keys() - octodns_state.keys())
+        only_o = sorted(octodns_state.keys() - mailops_state.keys())
+        lines.append(f"  record sets DIFFER: {len(only_m)} only in mailops's, {len(only_o)} only in octoDNS's")
+        lines += [f"    mailops only: {k}" for k in only_m[:3]] + [f"    octoDNS only: {k}" for k in only_o[:3]]
+    raw_diff = [k for k in sorted(mailops_state.keys() & octodns_state.keys())
+                if sorted(mailops_state[k]) != sorted(octodns_state[k])]
+    if not raw_diff:
+        lines.append("  raw content strings as stored: byte-identical")
+    else:
+        k = raw_diff[0]
+        lines.append(f"  raw content as stored: {len(raw_diff)} {'/'.join(sorted({d[1] for d in raw_diff}))} "
+                     f"records split differently, e.g. {k[0]}: mailops strings of "
+                     f"{string_lengths(mailops_state[k][0])} bytes, octoDNS {string_lengths(octodns_state[k][0])}")
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--domains", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds (fresh emulators each); wall time is the best round's (default 3)")
+    ap.add_argument("--octodns-workers", type=int, default=1,
+                    help=f"octoDNS manager max_workers (default 1, its own; mailops plans with {_WORKERS} threads)")
     args = ap.parse_args()
-    os.environ["BENCH_CF_TOKEN"] = TOKEN
+    if args.repeat < 1 or args.domains < 1:
+        ap.error("--repeat and --domains must be at least 1")
+    os.environ[TOKEN_ENV] = TOKEN
+    n = args.domains
+    results: dict[tuple[str, str], list[dict]] = {}
+    kinds: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        inv_dir = make_inventory(root, args.domains)
+        inv_dir = make_inventory(root, n)
         inv, problems = load_inventory(inv_dir)
         assert not problems, problems[:3]
         store = KeyStore.for_inventory(inv)
@@ -75,20 +190,88 @@ def main() -> None:
         for domain, settings in inv.domains.items():
             store.generate(domain, settings.dkim)
         keygen = time.perf_counter() - t
-        emulator = CloudflareEmulator()
-        emulator.add_token(TOKEN)
-        for domain in inv.domains:
-            emulator.add_zone(domain)
-        first = run_sync(inv, store, emulator)
-        noop = run_sync(inv, store, emulator)
-    n = args.domains
-    print(f"mailops dns sync benchmark  {time.strftime('%Y-%m-%d')}  {platform.node()} {platform.machine()}, "
-          f"{os.cpu_count()} cores; {n} domains/zones, Cloudflare emulator in-process "
-          f"(DKIM keys generated in {keygen:.1f}s, not counted)")
-    print(f"{'sync':>8} {'wall s':>8} {'changes':>8} {'requests':>9} {'req/zone':>9} {'ms/zone':>8}")
-    for label, r in (("first", first), ("no-op", noop)):
-        print(f"{label:>8} {r['wall']:8.2f} {r['changes']:8d} {r['requests']:9d} "
-              f"{r['requests'] / n:9.2f} {1000 * r['wall'] / n:8.1f}")
+        wanted = records_by_zone(inv, store)
+        expected = sum(len(v) for v in wanted.values())
+        domains = list(inv.domains)
+        config = None
+        if octodns_compare:
+            config = octodns_compare.write_config(root / "octodns", wanted, token_env=TOKEN_ENV,
+                                                  workers=args.octodns_workers)
+
+        def phase(tool: str, label: str, emulator, sync) -> dict:
+            r = sync()
+            results.setdefault((tool, label), []).append(r)
+            kinds[f"{tool} {label}"] = requests_by_kind(emulator)
+            return end_state(emulator, domains)
+
+        def octodns_sync(emulator) -> dict:
+            return octodns_compare.run_sync(config, emulator, workers=args.octodns_workers)
+
+        # An untimed warm-up (first + no-op sync) of each tool on its own 1-zone emulator, so
+        # neither tool's one-time costs (lazy imports, SDK model set-up) land in a measured phase.
+        warm_dir = make_inventory(root / "warm", 1)
+        warm_inv = load_inventory(warm_dir)[0]
+        warm_store = KeyStore.for_inventory(warm_inv)
+        for domain, settings in warm_inv.domains.items():
+            warm_store.generate(domain, settings.dkim)
+        warm_emu = fresh_emulator(warm_inv.domains)
+        for _ in ("first", "no-op"):
+            run_sync(warm_dir, warm_emu)
+        if octodns_compare:
+            warm_config = octodns_compare.write_config(root / "warm" / "octodns", records_by_zone(warm_inv, warm_store),
+                                                       token_env=TOKEN_ENV, workers=args.octodns_workers)
+            warm_emu = fresh_emulator(warm_inv.domains)
+            for _ in ("first", "no-op"):
+                octodns_compare.run_sync(warm_config, warm_emu, workers=args.octodns_workers)
+
+        # Rounds alternate the tools, each on fresh emulators; the two tools never see each
+        # other's records.  The end state is compared in every round, reported from the last.
+        for _round in range(args.repeat):
+            emu_m = fresh_emulator(domains)
+            state_m = phase("mailops", "first", emu_m, lambda: run_sync(inv_dir, emu_m))
+            notes = [] if phase("mailops", "no-op", emu_m, lambda: run_sync(inv_dir, emu_m)) == state_m else \
+                ["  mailops's no-op sync CHANGED the emulator's records"]
+            if not octodns_compare:
+                notes.append(f"  octoDNS not run: {OCTODNS_MISSING}")
+                continue
+            emu_o = fresh_emulator(domains)
+            state_o = phase("octoDNS", "first", emu_o, lambda: octodns_sync(emu_o))
+            if phase("octoDNS", "no-op", emu_o, lambda: octodns_sync(emu_o)) != state_o:
+                notes.append("  octoDNS's no-op sync CHANGED the emulator's records")
+            notes = compare_states(state_m, state_o, expected) + notes
+            notes += [f"  record comments, mailops: {comments(emu_m, domains)}; octoDNS: {comments(emu_o, domains)}"]
+
+    load = os.getloadavg()
+    print(f"dns sync benchmark  {time.strftime('%Y-%m-%d')}  {platform.node()} {platform.machine()}, "
+          f"{os.cpu_count()} cores (load average {load[0]:.1f}); {n} domains/zones, {expected} records; "
+          f"Cloudflare emulator in-process (DKIM keys generated in {keygen:.1f}s, not counted)"
+          + (f"; {octodns_compare.VERSIONS}" if octodns_compare else ""))
+    print("transport: both tools call the emulator's WSGI app in-process, no network "
+          "(mailops: official SDK over httpx.WSGITransport; octoDNS: requests session with a WSGI "
+          f"transport adapter); planning threads: mailops {_WORKERS}, octoDNS max_workers {args.octodns_workers}; "
+          f"fresh emulators per tool and round; untimed 1-zone warm-up (first + no-op) of each first; "
+          f"wall s = best of {len(next(iter(results.values())))} rounds (all rounds in brackets)")
+    print(f"{'tool':>8} {'sync':>6} {'wall s':>8} {'changes':>8} {'requests':>9} {'req/zone':>9} {'ms/zone':>8}"
+          "  rounds")
+    best: dict[tuple[str, str], dict] = {}
+    for (tool, label), rs in results.items():
+        r = best[(tool, label)] = min(rs, key=lambda x: x["wall"])
+        varied = "" if len({(x["requests"], x["changes"]) for x in rs}) == 1 else \
+            "  requests/changes VARIED: " + ", ".join(f"{x['requests']}/{x['changes']}" for x in rs)
+        rounds = ", ".join(f"{x['wall']:.2f}" for x in rs)
+        print(f"{tool:>8} {label:>6} {r['wall']:8.2f} {r['changes']:8d} {r['requests']:9d} "
+              f"{r['requests'] / n:9.2f} {1000 * r['wall'] / n:8.1f}  [{rounds}]" + varied)
+    if ("octoDNS", "first") in best:
+        print("octoDNS / mailops, this run:")
+        for label in ("first", "no-op"):
+            m, o = best[("mailops", label)], best[("octoDNS", label)]
+            print(f"  {label:>6}  wall {o['wall'] / m['wall']:5.2f} x   requests {o['requests'] / m['requests']:5.2f} x")
+    print("requests by endpoint (last round):")
+    for label, k in kinds.items():
+        print(f"  {label:14} " + ", ".join(f"{v} {key}" for key, v in sorted(k.items())))
+    print("end state after each tool's first sync (last round):")
+    for line in notes:
+        print(line)
 
 
 if __name__ == "__main__":
