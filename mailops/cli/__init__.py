@@ -15,7 +15,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from mailops.cli import demo, dkim, dns, inventory, lab, provision, verify
+    from mailops.cli import bounces, demo, dkim, dns, inventory, lab, provision, queue, stats, verify, warmup
 
     main.add_command(lab.lab)
     main.add_command(provision.provision)
@@ -23,6 +23,10 @@ def _register() -> None:
     main.add_command(dns.dns)
     main.add_command(inventory.inventory)
     main.add_command(verify.verify)
+    main.add_command(queue.queue)
+    main.add_command(stats.stats)
+    main.add_command(bounces.bounces)
+    main.add_command(warmup.warmup)
     main.add_command(demo.demo)
 
 

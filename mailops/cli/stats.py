@@ -1,0 +1,86 @@
+"""``mailops stats``: delivery statistics from the Postfix logs (logic in mailops.ops.logs
+and mailops.ops.postfixlog)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from mailops.cli.base import inventory_option
+from mailops.inventory import resolve_inventory_path
+from mailops.ops import logs
+from mailops.ops.postfixlog import LogStats, parse_since
+from mailops.ops.remote import mail_hosts
+
+STATUSES = ("sent", "deferred", "bounced", "expired", "rejected")
+
+
+def source_options(fn):
+    fn = click.option("--file", "local_file", type=click.Path(path_type=Path),
+                      help="Parse this local log file instead of asking the hosts.")(fn)
+    fn = click.option("--log-file", metavar="PATH",
+                      help="Read this log file on the host (e.g. /var/log/mail.log) instead of the journal.")(fn)
+    fn = click.option("--until", metavar="TIME", help="Ignore lines after this time.")(fn)
+    fn = click.option("--since", metavar="TIME",
+                      help="Only lines since this time: 2026-11-01, '2026-11-01 08:00', 2h, 1d, today.")(fn)
+    fn = inventory_option(fn)
+    return click.argument("host", required=False)(fn)
+
+
+def read_stats(host, inventory_name, since, until, log_file, local_file, quiet: bool) -> LogStats:
+    now = datetime.now(timezone.utc)
+    since_at = parse_since(since, now) if since else None
+    until_at = parse_since(until, now, option="--until") if until else None
+    console = Console(stderr=True)
+    # a progress bar only where a person watches and the log is long enough to wait for
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[lines]} lines"),
+                  console=console, transient=True, disable=quiet or not console.is_terminal) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, lines: int, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"reading {name}", total=total, lines=0)
+            bar.update(tasks[name], completed=done, lines=lines)
+
+        if local_file:
+            return logs.collect_local(local_file, since=since_at, until=until_at, progress=progress, now=now)
+        hosts = mail_hosts(resolve_inventory_path(inventory_name), host)
+        return logs.collect(hosts, since=since_at, until=until_at, log_file=log_file, progress=progress, now=now)
+
+
+def _counts_table(title: str, rows: dict, key_name: str) -> Table:
+    t = Table(key_name, *STATUSES, title=title, title_justify="left")
+    for key, c in rows.items():
+        t.add_row(key, *(str(c.get(s, 0)) for s in STATUSES))
+    return t
+
+
+@click.command()
+@source_options
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@click.option("--top", default=10, show_default=True, help="How many reasons to show.")
+def stats(host, inventory_name, since, until, log_file, local_file, as_json, top) -> None:
+    """Sent, deferred, bounced and rejected counts by destination and hour, DSN codes, top reasons."""
+    result = read_stats(host, inventory_name, since, until, log_file, local_file, quiet=as_json)
+    report = result.report(top=top)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    console = Console()
+    totals = ", ".join(f"{s} {report['totals'].get(s, 0)}" for s in STATUSES)
+    console.print(f"{report['postfix_lines']} Postfix lines of {report['lines']} "
+                  f"({report['first'] or '-'} .. {report['last'] or '-'}): {totals}")
+    if report["by_domain"]:
+        console.print(_counts_table("by destination domain", report["by_domain"], "domain"))
+    if report["by_hour"]:
+        console.print(_counts_table("by hour (UTC)", report["by_hour"], "hour"))
+    if report["dsn"]:
+        console.print("DSN codes: " + ", ".join(f"{code} x{n}" for code, n in sorted(report["dsn"].items())))
+    for r in report["top_reasons"]:
+        console.print(f"  {r['count']:>6} {r['status']:<9} {r['reason'][:150]}")

@@ -1,0 +1,1 @@
+"""Day-two operations on the mail hosts: queue, log statistics, bounces, warm-up."""

@@ -1,0 +1,121 @@
+"""SSH to the mail hosts of an inventory with Fabric, for day-two operations.
+
+The connection uses exactly what Ansible uses (ansible_host, ansible_user,
+ansible_port, ansible_ssh_private_key_file) and trusts only the host keys in
+the inventory's known_hosts file: an unknown or changed key is refused, never
+added.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from mailops.ansible import inventory_hostvars, known_hosts_file
+from mailops.errors import MailopsError
+
+
+@dataclass
+class MailHost:
+    name: str
+    hostvars: dict
+
+    @property
+    def address(self) -> str:
+        return str(self.hostvars.get("ansible_host") or self.name)
+
+
+def mail_hosts(inventory: Path, only: str | None = None) -> list[MailHost]:
+    """The inventory's mail hosts (group mailhosts), or the one named ``only``."""
+    from mailops.provision import load_checked
+
+    inv = load_checked(inventory)
+    names = [h.name for h in inv.hosts]
+    if only is not None:
+        if only not in names:
+            raise MailopsError(f"{inventory}: no mail host {only!r}; mail hosts: {', '.join(names) or 'none'}")
+        names = [only]
+    hostvars = inventory_hostvars(inventory)
+    return [MailHost(n, hostvars.get(n, {})) for n in names]
+
+
+class Remote:
+    """One SSH connection to a mail host (Fabric), closed on exit."""
+
+    def __init__(self, host: MailHost, timeout: float = 15):
+        import fabric
+        import paramiko
+
+        hv = host.hostvars
+        key = hv.get("ansible_ssh_private_key_file")
+        connect_kwargs: dict = {"allow_agent": key is None, "look_for_keys": key is None}
+        if key:
+            connect_kwargs["key_filename"] = os.path.expanduser(str(key))
+        self.host = host
+        self.conn = fabric.Connection(host.address, user=str(hv.get("ansible_user") or "root"),
+                                      port=int(hv.get("ansible_port") or 22), connect_timeout=timeout,
+                                      connect_kwargs=connect_kwargs)
+        # Fabric adds unknown keys by default; a mail host's key must already be known.
+        client = self.conn.client
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        known = known_hosts_file(hv)
+        if known.exists():
+            client.load_host_keys(str(known))
+
+    def __enter__(self) -> "Remote":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
+
+    def _open(self):
+        import paramiko
+
+        try:
+            self.conn.open()
+        except paramiko.BadHostKeyException:
+            raise MailopsError(f"{self.host.name}: the SSH host key changed; refusing to connect") from None
+        except paramiko.SSHException as exc:
+            raise MailopsError(f"{self.host.name}: SSH to {self.host.address} failed: {exc} "
+                               f"(is its host key in {known_hosts_file(self.host.hostvars)}?)") from None
+        except OSError as exc:
+            raise MailopsError(f"{self.host.name}: cannot reach {self.host.address}: {exc}") from None
+
+    def run(self, command: str, *, stdin: str | None = None, ok_codes: tuple[int, ...] = (0,)) -> str:
+        """Run a command, return its stdout; a non-zero exit is a one-line MailopsError."""
+        import io
+
+        self._open()
+        result = self.conn.run(command, hide=True, warn=True, in_stream=io.StringIO(stdin or ""))
+        if result.exited not in ok_codes:
+            err = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            raise MailopsError(f"{self.host.name}: `{command.split()[0]}` failed (exit {result.exited}): "
+                               f"{err[-1] if err else 'no output'}")
+        return result.stdout
+
+    def run_with_stderr(self, command: str, *, stdin: str | None = None) -> tuple[int, str, str]:
+        import io
+
+        self._open()
+        result = self.conn.run(command, hide=True, warn=True, in_stream=io.StringIO(stdin or ""))
+        return result.exited, result.stdout, result.stderr
+
+    def stream_lines(self, command: str, on_bytes: Callable[[int], None] | None = None) -> Iterator[str]:
+        """Yield a command's stdout line by line as it arrives, without keeping it
+        (Fabric's run() would hold all of a long log in memory)."""
+        self._open()
+        chan = self.conn.client.get_transport().open_session()
+        chan.exec_command(command)
+        with chan.makefile("rb") as out:
+            for raw in out:
+                if on_bytes:
+                    on_bytes(len(raw))
+                yield raw.decode("utf-8", "replace")
+        status = chan.recv_exit_status()
+        if status != 0:
+            err = chan.makefile_stderr("rb").read().decode("utf-8", "replace").strip().splitlines()
+            raise MailopsError(f"{self.host.name}: `{shlex.split(command)[0]}` failed (exit {status}): "
+                               f"{err[-1] if err else 'no output'}")
