@@ -216,6 +216,9 @@ class KeyStore:
     def __init__(self, path: str | Path, grace_days: int | Mapping[str, int] = DEFAULT_GRACE_DAYS) -> None:
         self.path = Path(path)
         self.grace_days = grace_days
+        # (inode, mtime, size) of the manifest last parsed, and its keys: a dns plan asks
+        # once per domain, and re-validating 200 entries 200 times dominated a 200-zone sync
+        self._parsed: tuple[tuple[int, int, int], list[DkimKey]] | None = None
 
     @classmethod
     def for_inventory(cls, inv: Any) -> "KeyStore":
@@ -240,6 +243,22 @@ class KeyStore:
     # ---- reading
 
     def _read(self) -> list[DkimKey]:
+        where = self.manifest_path
+        try:
+            st = where.stat()
+        except FileNotFoundError:
+            return []
+        except OSError:
+            st = None
+        ident = (st.st_ino, st.st_mtime_ns, st.st_size) if st else None
+        if ident is not None and self._parsed is not None and self._parsed[0] == ident:
+            return list(self._parsed[1])
+        keys = self._parse()
+        if ident is not None:
+            self._parsed = (ident, keys)
+        return list(keys)
+
+    def _parse(self) -> list[DkimKey]:
         where = self.manifest_path
         try:
             text = where.read_text(encoding="utf-8")
