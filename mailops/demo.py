@@ -61,9 +61,12 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
         try:
             out = fn()
         except MailopsError as exc:
-            raise MailopsError(f"demo step '{name}' failed: {exc}") from exc
+            raise MailopsError(f"demo step '{name}' failed after {time.monotonic() - t:.0f}s: {exc}") from exc
+        except Exception as exc:  # a bug or an environment surprise: still name the step, not a traceback
+            raise MailopsError(f"demo step '{name}' failed after {time.monotonic() - t:.0f}s: {exc!r}") from exc
         detail, extra = out if isinstance(out, tuple) else (out, [])
         results.append(StepResult(name, round(time.monotonic() - t, 1), detail, extra))
+        log(f"done: {name} ({results[-1].seconds:.1f}s): {detail}")
 
     def lab_up() -> str:
         r = core.up(cfg, vps=vps, log=log)
@@ -107,9 +110,12 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
         from mailops.provision import load_checked
 
         inv = load_checked(_inventory())
-        result = sync(inv, KeyStore.for_inventory(inv))
+        # The lab's sending zones belong to the lab inventory: a record someone wrote there by
+        # hand (a test, an experiment) is taken over, as `dns sync --force` would.
+        result = sync(inv, KeyStore.for_inventory(inv), force=True)
+        taken = f", {len(result['conflicts'])} hand-made record(s) taken over" if result["conflicts"] else ""
         return (f"dns sync: {result['changes']} change(s) in {result['zones']} zone(s) "
-                f"(shop.test by RFC 2136, news.test by the Cloudflare API, PTR by RFC 2136), read back OK")
+                f"(shop.test by RFC 2136, news.test by the Cloudflare API, PTR by RFC 2136){taken}, read back OK")
 
     def provision() -> str:
         from mailops.ansible import apply, forget_facts
