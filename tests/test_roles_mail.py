@@ -12,8 +12,6 @@ mailops.checks run against the host.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import shutil
 import smtplib
@@ -26,10 +24,10 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-import yaml
 
-from mailops.lab import core, dns as labdns, receiver
+from mailops.lab import core, receiver
 from tests.conftest import missing_prerequisite, require_lab_prerequisites
+from tests.mailhost import MailHost
 
 pytestmark = pytest.mark.lab
 
@@ -49,43 +47,6 @@ def _ssl_ctx() -> ssl.SSLContext:
     return ctx
 
 
-def _write_key(path: Path, key) -> None:
-    from cryptography.hazmat.primitives import serialization as ser
-
-    pem = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-
-
-def _make_keystore(store: Path) -> list[dict]:
-    from cryptography.hazmat.primitives import serialization as ser
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    keys = []
-    for selector, state in ((ACTIVE_SELECTOR, "active"), (PENDING_SELECTOR, "pending")):
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        rel = f"shop.test/{selector}.key"
-        _write_key(store / rel, key)
-        pub = key.public_key().public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
-        keys.append({"domain": "shop.test", "selector": selector, "algorithm": "rsa", "bits": 2048,
-                     "state": state, "created": "2026-01-01T00:00:00+00:00",
-                     "activated": "2026-01-02T00:00:00+00:00" if state == "active" else None,
-                     "retired": None, "private_key": rel,
-                     "dns_value": "v=DKIM1; k=rsa; p=" + base64.b64encode(pub).decode()})
-    (store / "keys.json").write_text(json.dumps({"version": 1, "keys": keys}, indent=2))
-    return keys
-
-
-def _self_signed(tls_dir: Path, fqdn: str) -> None:
-    tls_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7",
-                    "-subj", f"/CN={fqdn}", "-addext", f"subjectAltName=DNS:{fqdn}",
-                    "-keyout", str(tls_dir / "privkey.pem"), "-out", str(tls_dir / "fullchain.pem")],
-                   check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def mailhost(lab_cfg, tmp_path_factory):
     require_lab_prerequisites()
@@ -95,74 +56,18 @@ def mailhost(lab_cfg, tmp_path_factory):
     running = {m["name"] for m in core.status(lab_cfg)["machines"] if m["state"] == "running"}
     if VPS not in running or "mx" not in running:
         core.up(lab_cfg, vps=number)
-    ipv4, ipv6 = f"198.51.100.{10 + number}", f"2001:db8:51::{10 + number}"
-    fqdn = f"mta{number}.shop.test"
-    work = tmp_path_factory.mktemp("roles")
-    store = work / "keys"
-    keys = _make_keystore(store)
-    _self_signed(work / "tls", fqdn)
-
-    dcfg = core.dns_config(lab_cfg)
-    labdns.update(dcfg, "shop.test.", replace=[
-        ("shop.test.", "TXT", f"v=spf1 ip4:198.51.100.0/24 ip6:2001:db8:51::/64 ~all", 60),
-        ("_dmarc.shop.test.", "TXT", "v=DMARC1; p=reject; adkim=r; aspf=r", 60),
-        (f"{fqdn}.", "A", ipv4, 60), (f"{fqdn}.", "AAAA", ipv6, 60),
-        *[(f"{k['selector']}._domainkey.shop.test.", "TXT", k["dns_value"], 60) for k in keys]])
-    labdns.update(dcfg, "100.51.198.in-addr.arpa.", replace=[(str(10 + number), "PTR", f"{fqdn}.", 60)])
-    labdns.update(dcfg, labdns.reverse_zone_for("2001:db8:51::/64"),
-                  replace=[(labdns.ptr_name(ipv6), "PTR", f"{fqdn}.", 60)])
-
-    inv = work / "inventory"
-    (inv / "group_vars" / "all").mkdir(parents=True)
-    (inv / "secrets").mkdir()
-    (inv / "secrets" / "alice.password").write_text(ALICE_PW + "\n")
-    ssh = lab_cfg.state_dir / "ssh"
-    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {"mailhosts": {"hosts": {fqdn: {
-        "ansible_host": ipv4, "ansible_user": "root",
-        "ansible_ssh_private_key_file": str(ssh / "id_ed25519"),
-        "ansible_ssh_common_args": f"-o UserKnownHostsFile={ssh / 'known_hosts'} -o StrictHostKeyChecking=yes",
-        "ansible_python_interpreter": "/usr/bin/python3",
-        "mailops_ipv4": ipv4, "mailops_ipv6": ipv6}}}}}}))
-    (inv / "group_vars" / "all" / "mailops.yml").write_text(yaml.safe_dump({
-        "mailops_dkim_keystore": str(store),
-        "mailops_apt_proxy": f"http://{lab_cfg.gateway_ipv4}:3142",
-        "mailops_domains": {"shop.test": {"dns_provider": "lab"},
-                            "news.test": {"dns_provider": "lab", "hosts": ["someone-else.example"]}},
-        "mailops_submission_users": [
-            {"login": "alice@shop.test", "password": {"file": "secrets/alice.password"}},
-            {"login": "bob@shop.test", "password": {"env": "MAILOPS_TEST_BOB_PW"}, "send_as": ["noreply@shop.test"]},
-        ]}))
-    playbook = work / "converge.yml"
-    playbook.write_text(yaml.safe_dump([{
-        "name": "converge sasl, opendkim, postfix", "hosts": "mailhosts",
-        "pre_tasks": [
-            {"name": "apt proxy", "ansible.builtin.copy": {
-                "content": "Acquire::http::Proxy \"{{ mailops_apt_proxy }}\";\n",
-                "dest": "/etc/apt/apt.conf.d/01proxy", "mode": "0644"}},
-            {"name": "tls dir", "ansible.builtin.file": {"path": "/etc/mailops/tls", "state": "directory",
-                                                         "mode": "0755"}},
-            {"name": "stand-in certificate", "no_log": True, "ansible.builtin.copy": {
-                "src": f"{work / 'tls'}/{{{{ item.name }}}}", "dest": "/etc/mailops/tls/{{ item.name }}",
-                "mode": "{{ item.mode }}"},
-             "loop": [{"name": "fullchain.pem", "mode": "0644"}, {"name": "privkey.pem", "mode": "0600"}]},
-        ],
-        "roles": ["sasl", "opendkim", "postfix"]}]))
-    env = dict(os.environ, MAILOPS_TEST_BOB_PW=BOB_PW, ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-               ANSIBLE_PIPELINING="True", ANSIBLE_NOCOLOR="1",
-               PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-
-    def converge(*extra: str) -> tuple[str, dict]:
-        proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inv), str(playbook), *extra],
-                              capture_output=True, text=True, env=env, cwd=work)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, f"ansible-playbook {' '.join(extra)} failed:\n{out[-4000:]}"
-        for secret in (ALICE_PW, BOB_PW, "PRIVATE KEY"):
-            assert secret not in out, "a secret appeared in the Ansible output"
-        recap = out.split("PLAY RECAP", 1)[1]
-        stats = {k: int(v) for k, v in (part.split("=") for part in recap.split() if "=" in part)}
-        return out, stats
-
-    return {"fqdn": fqdn, "ipv4": ipv4, "inv": inv, "converge": converge, "work": work,
+    host = MailHost(
+        lab_cfg, tmp_path_factory.mktemp("roles"), number,
+        selectors={ACTIVE_SELECTOR: "active", PENDING_SELECTOR: "pending"},
+        users=[{"login": "alice@shop.test", "password": {"file": "secrets/alice.password"}},
+               {"login": "bob@shop.test", "password": {"env": "MAILOPS_TEST_BOB_PW"},
+                "send_as": ["noreply@shop.test"]}],
+        passwords={"alice@shop.test": ALICE_PW, "bob@shop.test": BOB_PW},
+        # news.test is signed elsewhere: this host must not sign it
+        group_vars={"mailops_domains": {"shop.test": {"dns_provider": "lab"},
+                                        "news.test": {"dns_provider": "lab", "hosts": ["someone-else.example"]}}},
+        env={"MAILOPS_TEST_BOB_PW": BOB_PW})
+    return {"fqdn": host.fqdn, "ipv4": host.ipv4, "inv": host.inv, "converge": host.converge, "work": host.work,
             "mx_root": core.machine_root(lab_cfg, "mx"), "number": number}
 
 

@@ -12,9 +12,7 @@ users) but leaves DNS alone: the shop.test zone is shared and the probes connect
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -22,12 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mailops.lab import core
 from mailops.verify.security import probe_host
 from tests.conftest import missing_prerequisite, require_lab_prerequisites
-from tests.test_roles_mail import _make_keystore, _self_signed
+from tests.mailhost import MailHost
 
 pytestmark = pytest.mark.lab
 
@@ -41,46 +38,11 @@ NOBODY = "198.51.100.250"  # a lab address where nothing listens
 
 def _converge(lab_cfg, work: Path) -> None:
     """sasl, opendkim and postfix on vps3, as in test_roles_mail, without touching DNS."""
-    store = work / "keys"
-    _make_keystore(store)
-    _self_signed(work / "tls", FQDN)
-    inv = work / "inventory"
-    (inv / "group_vars" / "all").mkdir(parents=True)
-    ssh = lab_cfg.state_dir / "ssh"
-    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {"mailhosts": {"hosts": {FQDN: {
-        "ansible_host": IPV4, "ansible_user": "root",
-        "ansible_ssh_private_key_file": str(ssh / "id_ed25519"),
-        "ansible_ssh_common_args": f"-o UserKnownHostsFile={ssh / 'known_hosts'} -o StrictHostKeyChecking=yes",
-        "ansible_python_interpreter": "/usr/bin/python3",
-        "mailops_ipv4": IPV4, "mailops_ipv6": IPV6}}}}}}))
-    (inv / "group_vars" / "all" / "mailops.yml").write_text(yaml.safe_dump({
-        "mailops_dkim_keystore": str(store),
-        "mailops_apt_proxy": f"http://{lab_cfg.gateway_ipv4}:3142",
-        "mailops_domains": {"shop.test": {"dns_provider": "lab"}},
-        "mailops_submission_users": [
-            {"login": USERS[0][0], "password": {"env": "MAILOPS_TEST_ALICE_PW"}},
-            {"login": USERS[1][0], "password": {"env": "MAILOPS_TEST_BOB_PW"}}]}))
-    playbook = work / "converge.yml"
-    playbook.write_text(yaml.safe_dump([{
-        "name": "converge sasl, opendkim, postfix", "hosts": "mailhosts",
-        "pre_tasks": [
-            {"name": "apt proxy", "ansible.builtin.copy": {
-                "content": "Acquire::http::Proxy \"{{ mailops_apt_proxy }}\";\n",
-                "dest": "/etc/apt/apt.conf.d/01proxy", "mode": "0644"}},
-            {"name": "tls dir", "ansible.builtin.file": {"path": "/etc/mailops/tls", "state": "directory",
-                                                         "mode": "0755"}},
-            {"name": "stand-in certificate", "no_log": True, "ansible.builtin.copy": {
-                "src": f"{work / 'tls'}/{{{{ item.name }}}}", "dest": "/etc/mailops/tls/{{ item.name }}",
-                "mode": "{{ item.mode }}"},
-             "loop": [{"name": "fullchain.pem", "mode": "0644"}, {"name": "privkey.pem", "mode": "0600"}]},
-        ],
-        "roles": ["sasl", "opendkim", "postfix"]}]))
-    env = dict(os.environ, MAILOPS_TEST_ALICE_PW=USERS[0][1], MAILOPS_TEST_BOB_PW=USERS[1][1],
-               ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_PIPELINING="True", ANSIBLE_NOCOLOR="1",
-               PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inv), str(playbook)],
-                          capture_output=True, text=True, env=env, cwd=work)
-    assert proc.returncode == 0, f"converge failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
+    MailHost(lab_cfg, work, 3, selectors={"mo-sectest-a": "active"},
+             users=[{"login": USERS[0][0], "password": {"env": "MAILOPS_TEST_ALICE_PW"}},
+                    {"login": USERS[1][0], "password": {"env": "MAILOPS_TEST_BOB_PW"}}],
+             passwords=dict(USERS), env={"MAILOPS_TEST_ALICE_PW": USERS[0][1], "MAILOPS_TEST_BOB_PW": USERS[1][1]},
+             publish_dns=False).converge()
 
 
 @pytest.fixture(scope="module")

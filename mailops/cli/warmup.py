@@ -29,9 +29,11 @@ def status(host: str | None, inventory_name: str, as_json: bool) -> None:
         click.echo(json.dumps(s, indent=2))
         return
     console = Console()
-    if s["day"] is None:
-        phase = "before the warm-up starts" if s["date"] < s["start"] else "warm-up finished"
-        console.print(f"{s['date']}: {phase} (start {s['start']}); no daily allowance")
+    if s["allowance"] is None:
+        console.print(f"{s['date']}: the warm-up that started {s['start']} is over; no daily allowance")
+    elif s["day"] is None:
+        console.print(f"{s['date']}: before the warm-up starts ({s['start']}): the first step's allowance "
+                      f"of {s['allowance']} messages applies")
     else:
         console.print(f"{s['date']}: warm-up day {s['day']} since {s['start']}: allowance "
                       f"{s['allowance']} messages today")
