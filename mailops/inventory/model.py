@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
+from mailops.ratelimits import parse_window
+
 INLINE_SECRET = (
     "secret written inline; put it in an environment variable or a file "
     "and write {env: NAME} or {file: PATH}"
@@ -468,21 +470,8 @@ ReverseDnsProvider = Annotated[Union[Rfc2136Provider, HcloudProvider], Field(dis
 
 # --- users and limits ------------------------------------------------------
 
-class SubmissionUser(_Model):
-    login: EmailAddress
-    password: SecretRef | None = None
-    password_hash: PasswordHash | None = None
-    send_as: list[EmailAddress] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _one_credential(self) -> "SubmissionUser":
-        if (self.password is None) == (self.password_hash is None):
-            raise ValueError(
-                "set exactly one of password ({env: NAME} or {file: PATH}) or password_hash")
-        return self
-
-
 class DestinationLimit(_Model):
+    """Postfix delivery limits for one receiving domain (role postfix: transport rl_<domain>)."""
     concurrency: int = Field(ge=1, le=100)
     delay: Duration
     messages_per_minute: int | None = Field(None, ge=1)
@@ -508,14 +497,61 @@ class Warmup(_Model):
         return steps
 
 
+Window = Annotated[int, PlainValidator(parse_window)]
+
+
 class PerUserLimit(_Model):
-    messages_per_hour: int = Field(ge=1)
+    """Messages one SASL user may submit in a sliding window (policy service, role policyd).
+
+    ``messages_per_hour: N`` is shorthand for ``messages: N, window: 1h``;
+    ``window`` defaults to 1h. ``window`` is held in seconds.
+    """
+    messages_per_hour: int | None = Field(None, ge=1)
+    messages: int | None = Field(None, ge=1)
+    window: Window | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "PerUserLimit":
+        if self.messages_per_hour is not None and (self.messages is not None or self.window is not None):
+            raise ValueError("set either messages_per_hour: N or messages: N with window: DURATION, not both; "
+                             "messages_per_hour: N is short for messages: N, window: 1h")
+        if self.messages_per_hour is None and self.messages is None:
+            raise ValueError("set messages: N with window: DURATION (e.g. messages: 100, window: 10m), "
+                             "or messages_per_hour: N")
+        return self
+
+    @property
+    def limit(self) -> int:
+        """Messages allowed per window."""
+        return self.messages_per_hour if self.messages_per_hour is not None else self.messages  # type: ignore[return-value]
+
+    @property
+    def window_seconds(self) -> int:
+        """The sliding window in seconds (3600 for messages_per_hour)."""
+        return 3600 if self.messages_per_hour is not None or self.window is None else self.window
 
 
 class RateLimits(_Model):
+    """mailops_rate_limits: per-destination delivery limits, warm-up, per-user sending limit."""
     destinations: dict[DomainName, DestinationLimit] = Field(default_factory=dict)
     warmup: Warmup | None = None
     per_user: PerUserLimit | None = None
+
+
+class SubmissionUser(_Model):
+    login: EmailAddress
+    password: SecretRef | None = None
+    password_hash: PasswordHash | None = None
+    send_as: list[EmailAddress] = Field(default_factory=list)
+    # This user's own sending limit instead of mailops_rate_limits.per_user.
+    rate_limit: PerUserLimit | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "SubmissionUser":
+        if (self.password is None) == (self.password_hash is None):
+            raise ValueError(
+                "set exactly one of password ({env: NAME} or {file: PATH}) or password_hash")
+        return self
 
 
 class DnsblSettings(_Model):
