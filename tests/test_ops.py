@@ -34,6 +34,7 @@ MAILOPS = [str(Path(sys.executable).parent / "mailops")]
 DELIVERED = [f"ok-{i}@inbox.test" for i in (1, 2, 3)]
 DEFERRED = [f"defer-{i}@inbox.test" for i in (1, 2)]
 BOUNCED = [f"bounce-{i}@inbox.test" for i in (1, 2)]
+WARMUP_DAY1 = 50
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +49,14 @@ def ops(lab_cfg, tmp_path_factory):
         core.up(lab_cfg, vps=NUMBER)
     core.reset(lab_cfg, VPS)
     pw = new_password("alice")
+    today = datetime.now(timezone.utc).date()
     host = MailHost(lab_cfg, tmp_path_factory.mktemp("ops"), NUMBER, selectors={"mo-opstest-a": "active"},
                     users=[{"login": "alice@shop.test", "password": {"file": "secrets/alice.password"}}],
-                    passwords={"alice@shop.test": pw})
+                    passwords={"alice@shop.test": pw}, roles=("sasl", "opendkim", "policyd", "postfix"),
+                    group_vars={"mailops_rate_limits": {"warmup": {"start": today.isoformat(), "schedule": [
+                        {"day": 1, "volume": WARMUP_DAY1}, {"day": 3, "volume": 200}]}}})
     host.converge()
+    host.alice_password = pw
     host.sender = f"root@{host.fqdn}"  # bounces come back to root's local mailbox
     host.since = (datetime.now(timezone.utc) - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     for rcpt in DELIVERED + DEFERRED + BOUNCED:
@@ -221,3 +226,31 @@ def test_bad_since_is_one_line(ops):
 def test_unknown_host_is_one_line(ops):
     proc = cli(ops, "queue", "nosuch.example", ok=False)
     assert proc.returncode == 1 and "no mail host 'nosuch.example'" in proc.stderr
+
+
+def test_warmup_status_shows_allowance_accepted_and_sent(ops):
+    """Two messages submitted on 587 count against today's allowance (the policy service counts
+    submissions); sent today comes from the log: the mix's 3 + 2 bounce notices + these 2."""
+    import smtplib
+    import ssl
+    from email.message import EmailMessage
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the stand-in certificate
+    with smtplib.SMTP(ops.ipv4, 587, timeout=30) as s:
+        s.starttls(context=ctx)
+        s.login("alice@shop.test", ops.alice_password)
+        for n in (1, 2):
+            m = EmailMessage()
+            m["From"], m["To"], m["Subject"] = "alice@shop.test", f"ok-w{n}@inbox.test", f"warm-up {n}"
+            m.set_content("counted\n")
+            s.send_message(m)
+    wait_for_log(ops, lambda text: text.count("status=sent") >= 7, "the two submitted messages delivered")
+    data = json.loads(cli(ops, "warmup", "status", ops.fqdn, "--json").stdout)
+    assert (data["day"], data["allowance"]) == (1, WARMUP_DAY1), data
+    host = data["hosts"][ops.fqdn]
+    assert host["enforced"] and host["accepted_today"] == 2 and host["remaining"] == WARMUP_DAY1 - 2, host
+    assert host["sent_today"] == 7 and host["bounced_today"] == 2, host
+    table = cli(ops, "warmup", "status", ops.fqdn).stdout
+    assert "warm-up day 1" in table and f"allowance {WARMUP_DAY1}" in table
+
