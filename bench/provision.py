@@ -1,39 +1,86 @@
-"""Benchmark: provisioning wall time, fresh and no-op, for 1 and 3 hosts, and
-the effect of the speed settings (SSH pipelining, ControlPersist, fact cache).
+"""Benchmark: provisioning wall time, fresh and no-op, for 1 and 3 hosts, with and
+without the speed settings the project uses (mitogen, SSH pipelining, ControlPersist,
+smart gathering with a jsonfile fact cache), measured side by side in one run.
 
-Run as root on a machine where `mailops lab up` works:
+Run as root on a machine where the lab is up (`mailops lab up --vps 9`):
 
-    .venv/bin/python bench/provision.py            # 1 and 3 hosts
-    .venv/bin/python bench/provision.py --hosts 1  # quicker
+    .venv/bin/python bench/provision.py                  # vps7..vps9, 1 then 3 hosts
+    .venv/bin/python bench/provision.py --first-vps 4    # vps4..vps6
+    .venv/bin/python bench/provision.py --hosts 1        # quicker
 
-It brings the lab up with 3 VPSes, resets them to fresh machines, writes a
-temporary inventory (a copy of inventories/lab with mta1..mta3.shop.test),
-syncs the lab DNS (dns sync) and converges through the same code path as
-`mailops provision`.  Figures are printed side by side; nothing is asserted.
+To measure a fixed tree while others edit the roles, run it from a worktree:
+
+    git worktree add /tmp/bench-wt HEAD
+    cd /tmp/bench-wt && PYTHONPATH=/tmp/bench-wt /path/to/.venv/bin/python bench/provision.py
+
+mailops, playbooks/ and roles/ must come from the tree this script is in (checked).
+
+What it does: the lab is not brought up or down; only the VPSes it is given are
+reset.  Hosts are mta<N>.pbench.lab.test (N = the VPS number) sending for the bench
+domain pbench.lab.test, whose records (A/AAAA, MX, SPF, DKIM, DMARC, MTA-STS,
+TLS-RPT) are published by `dns sync` code (RFC 2136) into the shared lab.test zone
+under their own mailops_dns_owner "pbench", so shop.test, news.test and other
+owners' records are never in the plan (checked before applying).  PTRs are not
+managed: the play does not read them, and test_verify_dns writes the PTR of
+198.51.100.19 concurrently.  At the end (also after a failure) every record the
+bench owns is deleted and lab.test is checked to hold nothing under
+pbench.lab.test.  DKIM keys and the submission password live in a temporary
+directory.
+
+Runs (every converge goes through mailops.ansible.apply, the code of
+`mailops provision apply`):
+  for 1 host, then for 3 hosts:
+    reset the machines, forget their facts; fresh WITH; no-op WITH; no-op WITHOUT
+    reset again, fresh WITHOUT; no-op WITH (idempotence check of that converge)
+  The fresh WITHOUT converge of 3 hosts runs only if the time budget allows
+  (--budget-minutes, default 35); otherwise the script says it skipped it and why.
+Nothing is asserted; failures are printed and marked in the table.
+
+Fact cache: the script reports whether the project's fact cache
+(~/.cache/mailops/ansible-facts) held the hosts' facts after the 'with' runs.
+Through ansible-runner it does not (ansible-runner points the jsonfile cache at
+its own artifact directory, which apply() deletes), so facts are gathered in
+every converge, with or without the speed settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import platform
+import re
+import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from mailops.ansible import apply, forget_facts
+import mailops
+from mailops.ansible import apply, fact_cache_dir, forget_facts, project_dir
 from mailops.dkim.store import KeyStore
+from mailops.dns.providers.base import ZoneChanges
+from mailops.dns.records import in_zone
+from mailops.dns.sync import apply_plan, forward_provider, make_plan, readback
+from mailops.errors import MailopsError
 from mailops.inventory import load_inventory
 from mailops.lab import core
 from mailops.lab.config import LabConfig
-from mailops.dns.sync import sync
 
+BENCH_DOMAIN = "pbench.lab.test"
+BENCH_OWNER = "pbench"
+ZONE = "lab.test"
+PROVIDER = "lab-rfc2136"
 ROOT = Path(__file__).resolve().parent.parent
 
-# What "without the speed settings" means: Ansible's own defaults.
+# What "without the speed settings" means: Ansible's defaults (linear strategy,
+# no pipelining, implicit gathering, facts kept in memory only), and no
+# ControlPersist (Ansible's own default ssh_args would keep masters for 60 s).
 SLOW_ENV = {
     "MAILOPS_MITOGEN": "0",
     "ANSIBLE_PIPELINING": "False",
@@ -43,73 +90,362 @@ SLOW_ENV = {
 }
 
 
-def make_inventory(cfg: LabConfig, n: int, dest: Path) -> Path:
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def check_tree() -> None:
+    """mailops, playbooks and roles must be the ones of the tree this script is in."""
+    pkg = Path(mailops.__file__).resolve().parent.parent
+    proj = project_dir().resolve()
+    if pkg != ROOT or proj != ROOT:
+        sys.exit(f"bench/provision.py: mailops is imported from {pkg} and runs playbooks from {proj}, not from "
+                 f"{ROOT}; run with PYTHONPATH={ROOT} and without MAILOPS_PROJECT_DIR")
+
+
+def host_name(number: int) -> str:
+    return f"mta{number}.{BENCH_DOMAIN}"
+
+
+# -- inventory ------------------------------------------------------------------
+def make_inventory(cfg: LabConfig, numbers: list[int], dest: Path, keystore: Path, password: Path) -> Path:
+    """A copy of inventories/lab: the bench domain in lab.test under its own owner, hosts mta<N>."""
     shutil.copytree(ROOT / "inventories" / "lab", dest)
+    gv = dest / "group_vars" / "all" / "mailops.yml"
+    d = yaml.safe_load(gv.read_text())
+    d["mailops_dkim_keystore"] = str(keystore)
+    d["mailops_dns_owner"] = BENCH_OWNER
+    # the settings shop.test has in the lab inventory (DMARC reject with rua, MTA-STS testing, TLS-RPT)
+    d["mailops_domains"] = {BENCH_DOMAIN: {
+        "dns_provider": PROVIDER,
+        "dmarc": {"policy": "reject", "rua": [f"mailto:dmarc@{BENCH_DOMAIN}"]},
+        "mta_sts": {"mode": "testing"},
+        "tls_rpt": {"rua": [f"mailto:tlsrpt@{BENCH_DOMAIN}"]},
+    }}
+    d["mailops_dns_providers"] = {PROVIDER: dict(d["mailops_dns_providers"][PROVIDER], zones=[ZONE])}
+    d["mailops_tls"]["acme_email"] = f"postmaster@{BENCH_DOMAIN}"
+    d["mailops_submission_users"] = [{"login": f"bench@{BENCH_DOMAIN}", "password": {"file": str(password)}}]
+    gv.write_text(yaml.safe_dump(d, sort_keys=False))
+
     hosts_file = dest / "hosts.yml"
     data = yaml.safe_load(hosts_file.read_text())
     group = data["all"]["children"]["mailhosts"]
-    template = group["hosts"]["mta1.shop.test"]
+    template = dict(next(iter(group["hosts"].values())))
+    template.pop("mailops_reverse_dns_provider", None)  # PTRs are left as the lab set them
     group["hosts"] = {}
-    for i in range(1, n + 1):
-        vps = cfg.vps(i)
-        h = dict(template)
-        h.update({"ansible_host": vps.ipv4, "mailops_ipv4": vps.ipv4, "mailops_ipv6": vps.ipv6})
-        group["hosts"][f"mta{i}.shop.test"] = h
+    for n in numbers:
+        vps = cfg.vps(n)
+        group["hosts"][host_name(n)] = dict(template, ansible_host=vps.ipv4, mailops_ipv4=vps.ipv4,
+                                            mailops_ipv6=vps.ipv6)
     hosts_file.write_text(yaml.safe_dump(data, sort_keys=False))
     return dest
 
 
-def converge(inv: Path, env: dict | None = None) -> tuple[float, int, bool]:
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
+def load(inv_dir: Path):
+    inv, problems = load_inventory(inv_dir)
+    if problems:
+        raise MailopsError(f"{inv_dir}: inventory problems: {problems}")
+    return inv
+
+
+# -- DNS --------------------------------------------------------------------------
+def publish(inv, store) -> int:
+    """dns sync --apply, refusing any change outside the bench domain."""
+    plan, providers = make_plan(inv, store)
+    rows = [(z.zone, row["name"]) for z in plan.zones for row in z.rows()]
+    outside = [r for r in rows if not in_zone(r[1], BENCH_DOMAIN)]
+    if outside or plan.ptr_changes or plan.conflicts or plan.refused:
+        raise MailopsError(f"DNS plan reaches outside {BENCH_DOMAIN} or conflicts: outside={outside} "
+                           f"ptr={[p.to_dict() for p in plan.ptr_changes]} conflicts={plan.conflicts} "
+                           f"refused={plan.refused}")
+    apply_plan(plan, providers)
+    problems = readback(inv, plan, providers)
+    if problems:
+        raise MailopsError(f"DNS read-back: {problems}")
+    return plan.pending
+
+
+def bench_records(inv) -> tuple[list, list]:
+    """(records the bench owner owns in lab.test, any other record under the bench domain)."""
+    existing = forward_provider(inv, PROVIDER).list_records(ZONE)
+    owned = [e for e in existing if e.owned]
+    foreign = [e for e in existing if not e.owned and in_zone(e.record.name, BENCH_DOMAIN)]
+    return owned, foreign
+
+
+def remove_records(inv) -> str:
+    provider = forward_provider(inv, PROVIDER)
+    owned, foreign = bench_records(inv)
+    if owned:
+        provider.apply(ZONE, ZoneChanges(deletes=owned))
+    left_owned, left_foreign = bench_records(inv)
+    parts = [f"deleted {len(owned)} record(s) owned by '{BENCH_OWNER}'"]
+    if left_owned or left_foreign:
+        parts.append(f"STILL PRESENT: {[(e.record.name, e.record.type) for e in left_owned + left_foreign]}")
+    else:
+        parts.append(f"nothing left under {BENCH_DOMAIN}")
+    if foreign:
+        parts.append(f"(unowned records under {BENCH_DOMAIN} were there and left alone: "
+                     f"{[(e.record.name, e.record.type) for e in foreign]})")
+    return "; ".join(parts)
+
+
+def registry_present(inv) -> bool:
+    """Whether lab.test still has the bench owner's registry RRset (_mailops-owner-pbench)."""
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    name = f"_mailops-owner-{BENCH_OWNER}.{ZONE}."
+    resp = dns.query.udp(dns.message.make_query(name, "TXT"), inv.dns_resolvers[0], timeout=3)
+    return any(rr.rdtype == dns.rdatatype.TXT for rr in resp.answer)
+
+
+# -- machines -----------------------------------------------------------------------
+def cached_facts(host: str) -> list[Path]:
+    """The host's files in the project's fact cache (ansible-core 2.19 names them s<schema>_<host>)."""
+    d = fact_cache_dir()
+    if not d.is_dir():
+        return []
+    return [p for p in d.iterdir() if p.name == host or re.fullmatch(rf"s\d+_{re.escape(host)}", p.name)]
+
+
+def forget(host: str) -> None:
+    """Drop a host's cached facts: forget_facts() only removes <cache>/<host>, not s1_<host>."""
+    forget_facts(host)
+    for p in cached_facts(host):
+        p.unlink(missing_ok=True)
+
+
+def close_ssh_master(ip: str) -> None:
+    """End a ControlPersist master left for this address (it talked to the machine before the reset)."""
+    subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={Path.home()}/.ansible/cp/%C", f"root@{ip}"],
+                   capture_output=True, timeout=15)
+
+
+def reset(cfg: LabConfig, numbers: list[int]) -> float:
+    t0 = time.monotonic()
+    for n in numbers:
+        for attempt in range(60):
+            try:
+                core.reset(cfg, f"vps{n}")
+                break
+            except MailopsError as e:
+                if "another mailops lab operation" not in str(e) or attempt == 59:
+                    raise
+                time.sleep(2)
+        forget(host_name(n))
+        close_ssh_master(cfg.vps(n).ipv4)
+    return time.monotonic() - t0
+
+
+# -- converge -------------------------------------------------------------------------
+@dataclass
+class Run:
+    hosts: int
+    kind: str      # fresh | no-op
+    speed: bool    # with the speed settings
+    seconds: float = 0.0
+    changed: int = 0
+    ok: bool = False
+    failures: list[str] = field(default_factory=list)
+    changed_tasks: list[str] = field(default_factory=list)
+    load: str = ""
+    facts_cached: int = 0  # hosts with a fact file in the project's cache after the run
+
+    @property
+    def label(self) -> str:
+        return f"{self.hosts} host(s) {self.kind:<5} {'with' if self.speed else 'without'} speed settings"
+
+
+def converge(inv_dir: Path, names: list[str], kind: str, speed: bool) -> Run:
+    env = {} if speed else SLOW_ENV
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    run = Run(len(names), kind, speed)
+    log(f"converge: {run.label} ...")
     try:
         t = time.monotonic()
-        r = apply(inv)
-        for h in r.hosts.values():
-            if h.failed or h.unreachable:
-                print(f"  ! {h.host}: {h.failed_task}: {h.failed_message}")
-        return time.monotonic() - t, r.changed, r.ok
+        r = apply(inv_dir)
+        run.seconds = time.monotonic() - t
+        run.changed, run.ok = r.changed, r.ok
+        run.failures = [f"{h.host}: {h.failed_task}: {h.failed_message}" for h in r.hosts.values()
+                        if h.failed or h.unreachable]
+        run.changed_tasks = [f"{host}: {task}" for host, task in r.changed_tasks]
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    run.load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    run.facts_cached = sum(1 for h in names if cached_facts(h))
+    log(f"  {run.seconds:.1f} s, changed {run.changed}, ok {run.ok}, load {run.load}")
+    for f in run.failures:
+        log(f"  ! FAILED {f}")
+    if kind == "no-op" and run.changed:
+        for t in run.changed_tasks:
+            log(f"  ! changed in a no-op run: {t}")
+    return run
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--hosts", type=int, nargs="*", default=[1, 3])
+# -- main ---------------------------------------------------------------------------------
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hosts", type=int, nargs="*", default=[1, 3], help="host counts, in order (default: 1 3)")
+    ap.add_argument("--first-vps", type=int, default=7, help="first lab VPS to use (default 7: vps7..)")
+    ap.add_argument("--budget-minutes", type=float, default=35.0,
+                    help="skip the fresh converge without speed settings of the largest host count "
+                         "when it would not fit (default 35)")
     args = ap.parse_args()
+    check_tree()
     cfg = LabConfig()
-    core.up(cfg, vps=max(args.hosts))
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in args.hosts:
-            for i in range(1, n + 1):
-                core.reset(cfg, f"vps{i}")
-                forget_facts(f"mta{i}.shop.test")
-            inv_dir = make_inventory(cfg, n, Path(tmp) / f"inv{n}")
-            inv, problems = load_inventory(inv_dir)
-            assert not problems, problems
-            store = KeyStore.for_inventory(inv)
-            for domain, settings in inv.domains.items():
-                store.generate(domain, settings.dkim)
-            sync(inv, store)
-            fresh, changed, ok = converge(inv_dir)
-            noop, noop_changed, ok2 = converge(inv_dir)
-            slow_noop, _c, ok3 = converge(inv_dir, SLOW_ENV)
-            rows.append((n, fresh, changed, noop, noop_changed, slow_noop, ok and ok2 and ok3))
-    print(f"mailops provisioning benchmark  {time.strftime('%Y-%m-%d')}  {platform.node()} "
-          f"{platform.machine()}, {os.cpu_count()} cores")
-    print(f"{'hosts':>5} {'fresh s':>8} {'changed':>8} {'no-op s':>8} {'changed':>8} "
-          f"{'no-op w/o speed settings s':>27} {'ratio':>6} ok")
-    for n, fresh, changed, noop, noop_changed, slow, ok in rows:
-        print(f"{n:>5} {fresh:8.1f} {changed:8d} {noop:8.1f} {noop_changed:8d} {slow:27.1f} {slow / noop:6.2f} {ok}")
-    print("speed settings = mitogen strategy + SSH pipelining + ControlPersist + smart gathering with a "
-          "jsonfile fact cache; 'without' = Ansible's defaults (linear strategy, no pipelining, "
-          "no ControlPersist, no fact cache)")
+    started = time.monotonic()
+    budget = args.budget_minutes * 60
+    wanted = list(range(args.first_vps, args.first_vps + max(args.hosts)))
+    running = {m["name"] for m in core.status(cfg)["machines"] if m["state"] in ("running", "degraded")}
+    missing = [f"vps{n}" for n in wanted if f"vps{n}" not in running]
+    if missing:
+        sys.exit(f"lab machines not running: {', '.join(missing)} (mailops lab up --vps {wanted[-1]})")
+
+    print(f"mailops provisioning benchmark  {datetime.date.today()}  {platform.node()}  "
+          f"{platform.machine()}, {os.cpu_count()} CPUs, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"tree {ROOT} (mailops from {Path(mailops.__file__).parent}, playbooks/roles from {project_dir()})")
+    print(f"machines {', '.join(f'vps{n}' for n in wanted)}; hosts "
+          f"{', '.join(host_name(n) for n in wanted)}; domain {BENCH_DOMAIN} in {ZONE}, owner {BENCH_OWNER}")
+    print(flush=True)
+
+    runs: list[Run] = []
+    skipped: list[str] = []
+    resets: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="mailops-bench-") as tmp:
+        base = Path(tmp)
+        keystore = base / "dkim"
+        password = base / "bench.password"
+        fd = os.open(password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(18) + "\n")
+        first_inv = load(make_inventory(cfg, wanted[:1], base / "inv-clean", keystore, password))
+        before_owned, before_foreign = bench_records(first_inv)
+        if before_owned or before_foreign:
+            log(f"lab.test held records of an earlier bench run: "
+                f"{[(e.record.name, e.record.type) for e in before_owned + before_foreign]}")
+            log(f"  {remove_records(first_inv)}")
+        try:
+            for n in args.hosts:
+                numbers = wanted[:n]
+                names = [host_name(i) for i in numbers]
+                inv_dir = make_inventory(cfg, numbers, base / f"inv{n}", keystore, password)
+                inv = load(inv_dir)
+                store = KeyStore.for_inventory(inv)
+                for domain, settings in inv.domains.items():
+                    store.generate(domain, settings.dkim)
+                changes = publish(inv, store)
+                log(f"{n} host(s): DNS for {BENCH_DOMAIN} published ({changes} change(s))")
+
+                resets.append(reset(cfg, numbers))
+                fresh = converge(inv_dir, names, "fresh", True)
+                runs.append(fresh)
+                runs.append(converge(inv_dir, names, "no-op", True))
+                runs.append(converge(inv_dir, names, "no-op", False))
+
+                if n == max(args.hosts) and n > 1:
+                    one_w = next((r for r in runs if r.hosts == 1 and r.kind == "fresh" and r.speed), None)
+                    one_o = next((r for r in runs if r.hosts == 1 and r.kind == "fresh" and not r.speed), None)
+                    if one_w and one_o and one_w.ok and one_o.ok:
+                        estimate = fresh.seconds * one_o.seconds / one_w.seconds
+                        basis = (f"{fresh.seconds:.0f} s x the 1-host fresh ratio "
+                                 f"{one_o.seconds / one_w.seconds:.2f}")
+                    else:
+                        estimate = 3 * fresh.seconds
+                        basis = f"3 x {fresh.seconds:.0f} s (no 1-host ratio measured)"
+                    noop_w = runs[-2].seconds
+                    elapsed = time.monotonic() - started
+                    need = estimate + noop_w + (sum(resets) / len(resets)) + 30
+                    if elapsed + need > budget:
+                        skipped.append(
+                            f"fresh converge of {n} hosts without speed settings: {elapsed / 60:.1f} min spent, "
+                            f"estimated {need / 60:.1f} min more (fresh ~{basis}, then a no-op check) would "
+                            f"exceed the {args.budget_minutes:.0f}-min budget")
+                        log(f"skipped: {skipped[-1]}")
+                        continue
+                resets.append(reset(cfg, numbers))
+                runs.append(converge(inv_dir, names, "fresh", False))
+                runs.append(converge(inv_dir, names, "no-op", True))
+        finally:
+            log(f"DNS clean-up: {remove_records(first_inv)}; owner registry "
+                f"{'STILL PRESENT' if registry_present(first_inv) else 'gone'}")
+
+    total = time.monotonic() - started
+    print()
+    report(runs, skipped, resets, total)
+    return 0 if all(r.ok for r in runs) else 1
+
+
+def report(runs: list[Run], skipped: list[str], resets: list[float], total: float) -> None:
+    print(f"mailops provisioning benchmark  {datetime.date.today()}  {platform.node()}  "
+          f"{platform.machine()}, {os.cpu_count()} CPUs")
+    print("every converge of the run, in order (wall s; 'changed' = tasks reported changed; load = "
+          "1/5/15-min load average after the run):")
+    for r in runs:
+        flag = "" if r.ok else "  FAILED"
+        print(f"  {r.label:<44} {r.seconds:7.1f} s  changed {r.changed:4d}  load {r.load}{flag}")
+    print()
+
+    def pick(n, kind, speed, nth=0):
+        found = [r for r in runs if (r.hosts, r.kind, r.speed) == (n, kind, speed)]
+        return found[nth] if len(found) > nth else None
+
+    def cell(r, width=7):
+        if r is None:
+            return f"{'-':>{width}}"
+        text = f"{r.seconds:.1f}" + ("!" if not r.ok else "")
+        return f"{text:>{width}}"
+
+    def chg(r):
+        return f"{r.changed if r else '-':>4}"
+
+    def ratio(slow, fast):
+        if slow is None or fast is None or not (slow.ok and fast.ok) or fast.seconds <= 0:
+            return f"{'-':>6}"
+        return f"{slow.seconds / fast.seconds:6.2f}"
+
+    print(f"{'':>5}  {'fresh provision (s)':^30}  {'no-op re-converge (s)':^30}")
+    print(f"{'hosts':>5}  {'with':>7} {'chg':>4} {'w/o':>7} {'ratio':>6}   "
+          f"{'with':>7} {'chg':>4} {'w/o':>7} {'chg':>4} {'ratio':>6}")
+    for n in sorted({r.hosts for r in runs}):
+        fw, fo = pick(n, "fresh", True), pick(n, "fresh", False)
+        nw, no = pick(n, "no-op", True), pick(n, "no-op", False)
+        print(f"{n:>5}  {cell(fw)} {chg(fw)} {cell(fo)} {ratio(fo, fw)}   "
+              f"{cell(nw)} {chg(nw)} {cell(no)} {chg(no)} {ratio(no, nw)}")
+    print("ratio = without / with (how many times longer without the speed settings); '!' = failed run")
+    checks = [r for r in runs if r.kind == "no-op"]
+    zero = all(r.changed == 0 for r in checks)
+    print(f"no-op runs changed: {', '.join(str(r.changed) for r in checks)} "
+          f"({'all 0' if zero else 'NOT all 0: see the changed tasks above'})")
+    print("with = ansible.cfg as is: mitogen strategy + SSH pipelining + ControlPersist (120 s) + smart gathering "
+          "with a jsonfile fact cache; without = linear strategy, no pipelining, ControlMaster=no, implicit "
+          "gathering, memory fact cache (MAILOPS_MITOGEN=0 and ANSIBLE_* variables)")
+    print(f"second no-op 'with' runs follow the fresh 'without' converges (idempotence of that converge); "
+          f"machine resets took {', '.join(f'{s:.0f}' for s in resets)} s (not in the figures); "
+          f"whole run {total / 60:.1f} min")
+    with_runs = [r for r in runs if r.speed]
+    kept = sum(r.facts_cached for r in with_runs)
+    print(f"fact cache: after the 'with' converges {fact_cache_dir()} held facts for {kept} of "
+          f"{sum(r.hosts for r in with_runs)} host(s)")
+    if with_runs and not kept:
+        print("  so facts were gathered anew in every converge: ansible-runner sets ANSIBLE_CACHE_PLUGIN=jsonfile "
+              "and ANSIBLE_CACHE_PLUGIN_CONNECTION to <private_data_dir>/artifacts/<ident>/fact_cache, and "
+              "mailops.ansible.apply() deletes that directory after each run; what 'with' vs 'without' "
+              "measured is mitogen + pipelining + ControlPersist")
+    for s in skipped:
+        print(f"skipped: {s}")
+    failed = [r for r in runs if not r.ok]
+    for r in failed:
+        print(f"FAILED: {r.label}:")
+        for f in r.failures or ["(no failing task reported)"]:
+            print(f"    {f}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
