@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -222,6 +223,9 @@ def apply(inventory: Path, *, playbook: str = "playbooks/site.yml", check: bool 
             inventory=str(inventory), cmdline=" ".join(cmdline) or None, limit=limit, extravars=extravars or {},
             envvars={k: v for k, v in ansible_env().items() if k.startswith("ANSIBLE_")},
             quiet=True, event_handler=handle, suppress_env_files=True,
+            # ansible-runner points the fact cache into its artifact directory, which is removed
+            # after the run; an absolute path keeps ansible.cfg's cache between runs
+            fact_cache=str(fact_cache_dir()),
         )
         result.rc, result.status = runner.rc, runner.status
         if runner.rc != 0 and not any(h.failed or h.unreachable for h in result.hosts.values()):
@@ -251,5 +255,11 @@ def fact_cache_dir() -> Path:
 
 
 def forget_facts(host: str) -> None:
-    """Drop cached facts of a host (a fresh or re-installed server must be looked at anew)."""
-    (fact_cache_dir() / host).unlink(missing_ok=True)
+    """Drop cached facts of a host (a fresh or re-installed server must be looked at anew).
+    ansible-core 2.19 names the file s1_<host> (a schema prefix); older versions <host>."""
+    cache = fact_cache_dir()
+    if not cache.is_dir():
+        return
+    for path in cache.iterdir():
+        if path.name == host or re.fullmatch(r"s\d+_" + re.escape(host), path.name):
+            path.unlink(missing_ok=True)
