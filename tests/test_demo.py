@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mailops.lab import core
 from tests.conftest import require_lab_prerequisites
 
 pytestmark = pytest.mark.lab
@@ -47,9 +48,13 @@ def _summary(out: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def runs(lab):
+def runs(lab, lab_cfg):
     require_lab_prerequisites()
-    return _demo(), _demo()
+    try:
+        yield _demo(), _demo()
+    finally:
+        # later lab tests expect vps1 as `lab up` makes it: a pristine VPS
+        core.reset(lab_cfg, "vps1")
 
 
 def test_demo_runs_every_step_and_shows_the_authentication_results(runs):
