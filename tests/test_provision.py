@@ -246,7 +246,8 @@ def test_no_mail_leaves_unsigned_when_opendkim_or_postfix_dies(provisioned, lab_
     assert not missing, f"accepted {len(accepted)}, delivered {len(got)}; lost: {missing}"
     extra = sorted(set(subjects) - set(accepted) - set(unanswered))
     assert not extra, f"delivered although the server refused them with a reply: {extra}"
-    assert len(subjects) == len(set(subjects)), "a message was delivered twice"
+    # a copy may arrive twice: Postfix killed between the receiver's 250 and recording the
+    # delivery delivers it again (SMTP is at-least-once); nothing may be lost or unsigned
     unsigned = [m.subject for m in got if m.auth_result("dkim") != "pass"]
     assert unsigned == [], f"delivered without a valid signature: {unsigned}"
 
