@@ -17,9 +17,23 @@ from pathlib import Path
 import yaml
 
 from mailops.lab import core, dns as labdns
+from tests.conftest import missing_prerequisite, require_lab_prerequisites
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+
+
+def ensure_lab_vps(lab_cfg, number: int) -> None:
+    """Skip (or fail in CI) without the lab's prerequisites; bring the lab up with vps<number>
+    and the receiving host running."""
+    import shutil
+
+    require_lab_prerequisites()
+    if shutil.which("openssl") is None:
+        missing_prerequisite("openssl is needed for the stand-in certificate")
+    running = {m["name"] for m in core.status(lab_cfg)["machines"] if m["state"] == "running"}
+    if f"vps{number}" not in running or "mx" not in running:
+        core.up(lab_cfg, vps=number)
 
 
 def write_key(path: Path, key) -> None:

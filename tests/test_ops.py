@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from mailops.lab import core
-from tests.conftest import missing_prerequisite, require_lab_prerequisites
-from tests.mailhost import MailHost, new_password
+from tests.mailhost import MailHost, ensure_lab_vps, new_password
 
 pytestmark = pytest.mark.lab
 
@@ -39,14 +38,7 @@ WARMUP_DAY1 = 50
 
 @pytest.fixture(scope="module")
 def ops(lab_cfg, tmp_path_factory):
-    require_lab_prerequisites()
-    import shutil
-
-    if shutil.which("openssl") is None:
-        missing_prerequisite("openssl is needed for the stand-in certificate")
-    running = {m["name"] for m in core.status(lab_cfg)["machines"] if m["state"] == "running"}
-    if VPS not in running or "mx" not in running:
-        core.up(lab_cfg, vps=NUMBER)
+    ensure_lab_vps(lab_cfg, NUMBER)
     core.reset(lab_cfg, VPS)
     pw = new_password("alice")
     today = datetime.now(timezone.utc).date()

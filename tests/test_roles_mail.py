@@ -13,7 +13,6 @@ mailops.checks run against the host.
 from __future__ import annotations
 
 import os
-import shutil
 import smtplib
 import ssl
 import subprocess
@@ -26,8 +25,7 @@ from pathlib import Path
 import pytest
 
 from mailops.lab import core, receiver
-from tests.conftest import missing_prerequisite, require_lab_prerequisites
-from tests.mailhost import MailHost
+from tests.mailhost import MailHost, ensure_lab_vps
 
 pytestmark = pytest.mark.lab
 
@@ -49,13 +47,8 @@ def _ssl_ctx() -> ssl.SSLContext:
 
 @pytest.fixture(scope="module")
 def mailhost(lab_cfg, tmp_path_factory):
-    require_lab_prerequisites()
-    if shutil.which("openssl") is None:
-        missing_prerequisite("openssl is needed for the stand-in certificate")
     number = int(VPS.removeprefix("vps"))
-    running = {m["name"] for m in core.status(lab_cfg)["machines"] if m["state"] == "running"}
-    if VPS not in running or "mx" not in running:
-        core.up(lab_cfg, vps=number)
+    ensure_lab_vps(lab_cfg, number)
     host = MailHost(
         lab_cfg, tmp_path_factory.mktemp("roles"), number,
         selectors={ACTIVE_SELECTOR: "active", PENDING_SELECTOR: "pending"},

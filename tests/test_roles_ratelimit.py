@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import smtplib
 import ssl
 import time
@@ -43,8 +42,7 @@ import pytest
 import yaml
 
 from mailops.lab import core, receiver
-from tests.conftest import missing_prerequisite, require_lab_prerequisites
-from tests.mailhost import MailHost
+from tests.mailhost import MailHost, ensure_lab_vps
 
 pytestmark = pytest.mark.lab
 
@@ -80,13 +78,8 @@ LIMITS = {
 
 @pytest.fixture(scope="module")
 def lab_host(lab_cfg, tmp_path_factory):
-    require_lab_prerequisites()
-    if shutil.which("openssl") is None:
-        missing_prerequisite("openssl is needed for the stand-in certificate")
     number = int(VPS.removeprefix("vps"))
-    running = {m["name"] for m in core.status(lab_cfg)["machines"] if m["state"] == "running"}
-    if VPS not in running or "mx" not in running:
-        core.up(lab_cfg, vps=number)
+    ensure_lab_vps(lab_cfg, number)
     # publish_dns=False: nothing here needs DNS beyond the lab's inbox.test, so the
     # shared shop.test zone is left alone
     host = MailHost(lab_cfg, tmp_path_factory.mktemp("ratelimit"), number, selectors={SELECTOR: "active"},

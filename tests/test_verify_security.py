@@ -12,7 +12,6 @@ users) but leaves DNS alone: the shop.test zone is shared and the probes connect
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 import uuid
@@ -23,8 +22,7 @@ import pytest
 
 from mailops.lab import core
 from mailops.verify.security import probe_host
-from tests.conftest import missing_prerequisite, require_lab_prerequisites
-from tests.mailhost import MailHost
+from tests.mailhost import MailHost, ensure_lab_vps
 
 pytestmark = pytest.mark.lab
 
@@ -47,12 +45,7 @@ def _converge(lab_cfg, work: Path) -> None:
 
 @pytest.fixture(scope="module")
 def mailserver(lab_cfg, tmp_path_factory):
-    require_lab_prerequisites()
-    if shutil.which("openssl") is None:
-        missing_prerequisite("openssl is needed for the stand-in certificate")
-    running = {m["name"] for m in core.status(lab_cfg)["machines"] if m["state"] == "running"}
-    if VPS not in running:
-        core.up(lab_cfg, vps=3)
+    ensure_lab_vps(lab_cfg, 3)
     _converge(lab_cfg, tmp_path_factory.mktemp("security"))
     return lab_cfg
 
