@@ -94,9 +94,9 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
 
     def dkim_keys() -> str:
         from mailops.dkim.store import KeyStore
-        from mailops.provision import load_checked
+        from mailops.inventory import load
 
-        inv = load_checked(_inventory())
+        inv = load(_inventory())
         store = KeyStore.for_inventory(inv)
         made = []
         for domain, settings in inv.domains.items():
@@ -107,9 +107,9 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
     def publish() -> str:
         from mailops.dkim.store import KeyStore
         from mailops.dns.sync import sync
-        from mailops.provision import load_checked
+        from mailops.inventory import load
 
-        inv = load_checked(_inventory())
+        inv = load(_inventory())
         # The lab's sending zones belong to the lab inventory: a record someone wrote there by
         # hand (a test, an experiment) is taken over, as `dns sync --force` would.
         result = sync(inv, KeyStore.for_inventory(inv), force=True)
@@ -119,10 +119,11 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
 
     def provision() -> str:
         from mailops.ansible import apply, forget_facts
-        from mailops.provision import establish_trust, host_vars, load_checked, preflight
+        from mailops.inventory import load
+        from mailops.provision import establish_trust, host_vars, preflight
 
         inventory = _inventory()
-        inv = load_checked(inventory)
+        inv = load(inventory)
         host = inv.hosts[0]
         hv = host_vars(inventory, host.name)
         # out of band, as from a provider's console: the key in the machine's own root
@@ -146,9 +147,9 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
         from mailops import livesend
         from mailops.dkim.store import KeyStore
         from mailops.lab import acme
-        from mailops.provision import load_checked
+        from mailops.inventory import load
 
-        inv = load_checked(_inventory())
+        inv = load(_inventory())
         host = inv.hosts[0]
         user = inv.submission_users[0]
         rcpt = f"demo@{MAILBOX_DOMAIN}"

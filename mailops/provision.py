@@ -17,7 +17,6 @@ from typing import Callable
 
 from mailops.ansible import inventory_hostvars, known_hosts_file, ssh_base_args
 from mailops.errors import MailopsError
-from mailops.inventory import load_inventory
 
 MIN_RAM_MB = 450
 MIN_DISK_MB = 2000
@@ -39,14 +38,6 @@ class CheckResult:
     name: str
     ok: bool
     detail: str
-
-
-def load_checked(inventory: Path):
-    inv, problems = load_inventory(inventory)
-    if problems:
-        raise MailopsError(f"inventory has {len(problems)} problem(s), first: {problems[0]} "
-                           f"(run `mailops inventory check {inventory}`)")
-    return inv
 
 
 def host_vars(inventory: Path, host: str) -> dict:

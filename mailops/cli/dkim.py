@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
 
 import click
@@ -13,7 +12,7 @@ from rich.table import Table
 from mailops.cli.base import MailopsGroup, inventory_option
 from mailops.dkim.store import DkimKey, KeyStore, parse_time
 from mailops.errors import MailopsError
-from mailops.inventory import load_inventory, resolve_inventory_path
+from mailops.inventory import load
 
 @click.group(cls=MailopsGroup)
 def dkim() -> None:
@@ -30,15 +29,6 @@ def _console() -> Console:
     if not console.is_terminal:  # pipes and captured output: do not squeeze the table into 80 columns
         console = Console(width=200)
     return console
-
-
-def _load(name: str):
-    inv, problems = load_inventory(resolve_inventory_path(name))
-    if problems or inv is None:
-        for problem in problems:
-            click.echo(str(problem))
-        sys.exit(1)
-    return inv, KeyStore.for_inventory(inv)
 
 
 def _domain(inv, domain: str) -> str:
@@ -90,7 +80,8 @@ def generate(domains: tuple[str, ...], all_domains: bool, inventory_name: str) -
     """
     if bool(domains) == all_domains:
         raise click.UsageError("name one or more DOMAINs, or pass --all (not both)")
-    inv, store = _load(inventory_name)
+    inv = load(inventory_name)
+    store = KeyStore.for_inventory(inv)
     names = sorted(inv.domains) if all_domains else [_domain(inv, d) for d in domains]
     console = _console()
     created: list[DkimKey] = []
@@ -113,7 +104,8 @@ def generate(domains: tuple[str, ...], all_domains: bool, inventory_name: str) -
 @inventory_option
 def list_keys(domains: tuple[str, ...], as_json: bool, inventory_name: str) -> None:
     """List the keys of every domain (or of DOMAINs)."""
-    inv, store = _load(inventory_name)
+    inv = load(inventory_name)
+    store = KeyStore.for_inventory(inv)
     wanted = {d.strip().lower().rstrip(".") for d in domains}
     keys = [k for k in store.keys() if not wanted or k.domain in wanted]
     if as_json:
@@ -138,7 +130,8 @@ def list_keys(domains: tuple[str, ...], as_json: bool, inventory_name: str) -> N
 @inventory_option
 def rotate(domain: str, inventory_name: str) -> None:
     """Create new pending key(s) for DOMAIN, to publish and then activate."""
-    inv, store = _load(inventory_name)
+    inv = load(inventory_name)
+    store = KeyStore.for_inventory(inv)
     name = _domain(inv, domain)
     created = store.rotate(name, inv.domains[name].dkim)
     console = _console()
@@ -163,7 +156,8 @@ def activate(domain: str, selector: str | None, nameservers: tuple[str, ...], fo
     The record must show exactly the key's public key on every authoritative
     server; the key it replaces (same algorithm) is retired.
     """
-    inv, store = _load(inventory_name)
+    inv = load(inventory_name)
+    store = KeyStore.for_inventory(inv)
     name = _domain(inv, domain)
     servers: list[str] | None = list(nameservers) or None
     port = 53
@@ -193,7 +187,7 @@ def retire(domain: str | None, selector: str | None, purge: bool, inventory_name
     if purge:
         if domain or selector:
             raise click.UsageError("--purge takes no DOMAIN or SELECTOR")
-        _inv, store = _load(inventory_name)
+        store = KeyStore.for_inventory(load(inventory_name))
         gone = store.purge()
         if not gone:
             click.echo("nothing to purge: no retired key is past its grace period")
@@ -203,7 +197,8 @@ def retire(domain: str | None, selector: str | None, purge: bool, inventory_name
         return
     if not domain or not selector:
         raise click.UsageError("give DOMAIN and SELECTOR (or --purge)")
-    inv, store = _load(inventory_name)
+    inv = load(inventory_name)
+    store = KeyStore.for_inventory(inv)
     name = _domain(inv, domain)
     before = store.get(name, selector)
     key = store.retire(name, selector)

@@ -13,8 +13,7 @@ from mailops.cli.base import MailopsGroup, inventory_option
 from mailops.dkim.store import KeyStore
 from mailops.dns.plan import DEFAULT_THRESHOLD
 from mailops.dns.sync import Plan, apply_plan, make_plan, readback
-from mailops.inventory import resolve_inventory_path
-from mailops.provision import load_checked
+from mailops.inventory import load
 
 EXIT_PENDING = 2
 _COLOR = {"create": "green", "update": "yellow", "delete": "red", "adopt": "cyan"}
@@ -59,7 +58,7 @@ def show_plan(plan: Plan, console: Console) -> None:
 
 
 def _plan(inventory_name: str, force: bool, threshold: float):
-    inv = load_checked(resolve_inventory_path(inventory_name))
+    inv = load(inventory_name)
     plan, providers = make_plan(inv, KeyStore.for_inventory(inv), force=force, threshold=threshold)
     return inv, plan, providers
 

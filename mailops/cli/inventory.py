@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from mailops.inventory import display_path, load_inventory, resolve_inventory_path
+from mailops.cli.base import echo_problems
+from mailops.inventory import InventoryError, display_path, load, resolve_inventory_path
 
 
 @click.group()
@@ -22,10 +23,10 @@ def check(name: str) -> None:
     Prints one line per problem and exits 1, or a one-line summary.
     """
     path = resolve_inventory_path(name)
-    inv, problems = load_inventory(path)
-    if problems or inv is None:
-        for problem in problems:
-            click.echo(str(problem))
+    try:
+        inv = load(path)
+    except InventoryError as exc:
+        echo_problems(exc)
         sys.exit(1)
     hosts, domains = len(inv.hosts), len(inv.domains)
     click.echo(f"{display_path(path)}: OK ({hosts} host{'s' if hosts != 1 else ''}, "

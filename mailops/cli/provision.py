@@ -14,7 +14,8 @@ from rich.table import Table
 from mailops.ansible import ApplyResult, TaskEvent, apply as run_apply, forget_facts
 from mailops.errors import MailopsError
 from mailops.inventory import resolve_inventory_path
-from mailops.provision import establish_trust, host_vars, load_checked, preflight
+from mailops.inventory import load
+from mailops.provision import establish_trust, host_vars, preflight
 
 console = Console(stderr=True)
 out = Console()
@@ -95,7 +96,7 @@ def provision() -> None:
 def apply_cmd(inventory_name, check, diff, limit, tags, as_json):
     """Converge every mail host of the inventory (in parallel)."""
     inventory = resolve_inventory_path(inventory_name)
-    load_checked(inventory)
+    load(inventory)
     report(converge(inventory, check=check, diff=diff, limit=limit, tags=tags, as_json=as_json), as_json)
 
 
@@ -108,7 +109,7 @@ def apply_cmd(inventory_name, check, diff, limit, tags, as_json):
 def new_vps(host, inventory_name, expect_fingerprint, yes, as_json):
     """First contact with a fresh server: host key, pre-flight checks, full converge."""
     inventory = resolve_inventory_path(inventory_name)
-    inv = load_checked(inventory)
+    inv = load(inventory)
     hv = host_vars(inventory, host)
 
     def confirm(keys) -> bool:

@@ -1,6 +1,8 @@
 """The inventory: an Ansible inventory directory that is also mailops' typed configuration.
 
-``load_inventory(path)`` returns ``(Inventory | None, problems)``;
+``load(path_or_name)`` is the one loader: it returns a checked
+:class:`Inventory` or raises :class:`InventoryError` (a MailopsError) listing
+the problems. ``load_inventory(path)`` returns ``(Inventory | None, problems)``;
 ``check_inventory(path)`` returns only the problems. Problems are data
 (:class:`Problem`), one line each; nothing here prints or imports click.
 """
@@ -9,6 +11,7 @@ from mailops.inventory.loader import (
     MAIL_GROUP,
     check_inventory,
     display_path,
+    load,
     load_inventory,
     resolve_inventory_path,
 )
@@ -23,11 +26,11 @@ from mailops.inventory.model import (
     Rfc2136Provider,
     SubmissionUser,
 )
-from mailops.inventory.problems import Problem
+from mailops.inventory.problems import InventoryError, Problem
 from mailops.inventory.secrets import resolve as resolve_secret
 
 __all__ = [
     "MAIL_GROUP", "CloudflareProvider", "Domain", "EnvSecret", "FileSecret", "HcloudProvider",
-    "Inventory", "MailHost", "Problem", "Rfc2136Provider", "SubmissionUser", "check_inventory",
-    "display_path", "load_inventory", "resolve_inventory_path", "resolve_secret",
+    "Inventory", "InventoryError", "MailHost", "Problem", "Rfc2136Provider", "SubmissionUser", "check_inventory",
+    "display_path", "load", "load_inventory", "resolve_inventory_path", "resolve_secret",
 ]

@@ -26,7 +26,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from mailops.inventory import model as m
-from mailops.inventory.problems import Problem, render_path
+from mailops.inventory.problems import InventoryError, Problem, render_path
 
 MAIL_GROUP = "mailhosts"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -870,6 +870,20 @@ def load_inventory(path: str | Path) -> tuple[m.Inventory | None, list[Problem]]
     gvals["dkim_keystore"] = checker.keystore_path(gvals["dkim_keystore"])
     inventory = m.Inventory(path=root.resolve(), hosts=mail_hosts, **{**gvals, "domains": domains})
     return inventory, []
+
+
+def load(path_or_name: str | Path) -> m.Inventory:
+    """The one way to get an :class:`Inventory`: read and check ``path_or_name`` and raise
+    :class:`InventoryError` listing every problem, so nobody acts on a half-valid inventory.
+
+    Text is resolved as the CLI's ``-i`` (a directory, or a name under ``inventories/``);
+    a ``Path`` is taken as it is (resolving ``Path("./x")`` again would lose the ``./``).
+    """
+    path = path_or_name if isinstance(path_or_name, Path) else resolve_inventory_path(path_or_name)
+    inventory, problems = load_inventory(path)
+    if problems or inventory is None:
+        raise InventoryError(path, problems)
+    return inventory
 
 
 def check_inventory(path: str | Path) -> list[Problem]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from mailops.errors import MailopsError
+
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -62,3 +64,16 @@ def render_path(path: tuple) -> str:
         seg = render_segment(key)
         out += seg if (not out or seg.startswith("[")) else "." + seg
     return out or "(file)"
+
+
+class InventoryError(MailopsError):
+    """The inventory has problems: ``str()`` is one line, ``problems`` has each of them.
+
+    The CLI prints ``problems`` one per line; library callers that show one
+    line get the count and the first problem.
+    """
+
+    def __init__(self, path: Any, problems: list[Problem]) -> None:
+        self.path, self.problems = path, list(problems)
+        super().__init__(f"inventory has {len(self.problems)} problem(s), first: {self.problems[0]} "
+                         f"(run `mailops inventory check {path}`)")

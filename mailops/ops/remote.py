@@ -30,9 +30,9 @@ class MailHost:
 
 def mail_hosts(inventory: Path, only: str | None = None) -> list[MailHost]:
     """The inventory's mail hosts (group mailhosts), or the one named ``only``."""
-    from mailops.provision import load_checked
+    from mailops.inventory import load
 
-    inv = load_checked(inventory)
+    inv = load(inventory)
     names = [h.name for h in inv.hosts]
     if only is not None:
         if only not in names:

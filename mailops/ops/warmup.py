@@ -16,10 +16,10 @@ POLICYD_STATUS = "mailops-policyd --status"
 
 
 def status(inventory: Path, host: str | None = None, today: date | None = None) -> dict:
-    from mailops.provision import load_checked
+    from mailops.inventory import load
     from mailops.ratelimits import warmup_allowance
 
-    inv = load_checked(inventory)
+    inv = load(inventory)
     warmup = inv.rate_limits.warmup
     if warmup is None:
         raise MailopsError(f"{inventory}: no warm-up schedule; set mailops_rate_limits.warmup "

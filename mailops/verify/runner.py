@@ -65,12 +65,12 @@ def _lab_mailbox(inv):
 def verify(inventory: Path, *, only: tuple[str, ...] = GROUPS, domains: list[str] | None = None,
            hosts: list[str] | None = None, on_group: Callable[[str, float], None] = lambda g, s: None) -> VerifyReport:
     from mailops.dkim.store import KeyStore
-    from mailops.provision import load_checked
+    from mailops.inventory import load
 
     unknown = [g for g in only if g not in GROUPS]
     if unknown:
         raise MailopsError(f"--only: unknown group {unknown[0]!r}; choose from {', '.join(GROUPS)}")
-    inv = load_checked(inventory)
+    inv = load(inventory)
     for d in domains or []:
         if d not in inv.domains:
             raise MailopsError(f"--domain {d}: not a sending domain of {inventory}; "
