@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mailops.errors import MailopsError
-from mailops.inventory.model import EnvSecret, FileSecret, _secret_ref
+from mailops.inventory.scalars import EnvSecret, FileSecret, _secret_ref
 
 
 def describe(ref: EnvSecret | FileSecret) -> str:
