@@ -6,9 +6,8 @@ returns ``{server: value}`` where value is the record's text (multi-string TXT
 joined), ``None`` when the server says there is no such record, or a
 :class:`LookupFailed` saying why the server gave no usable answer.
 
-``matches(expected, found)`` compares two DKIM key records the way a verifier
-would: same key type (``k=``, default rsa) and same public key (``p=``), ignoring
-whitespace.  No click here; nothing is printed.
+The record's name and the comparison (``matches``, ``describe``) are the DKIM
+kind's, in :mod:`mailops.dns.kinds.dkim`.  No click here; nothing is printed.
 """
 
 from __future__ import annotations
@@ -18,14 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import dns.exception
-import dns.flags
-import dns.message
 import dns.name
-import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
+from mailops.dns.kinds.dkim import describe, matches, parse_tags, record_name
+from mailops.dns.query import QueryFailed, ask, txt_text
 from mailops.errors import MailopsError
 
 __all__ = [
@@ -50,76 +48,21 @@ Result = dict[str, "str | None | LookupFailed"]
 Checker = Callable[[str, str], Mapping[str, "str | None | LookupFailed"]]
 
 
-def record_name(domain: str, selector: str) -> str:
-    """``<selector>._domainkey.<domain>`` (no trailing dot)."""
-    return f"{selector}._domainkey.{domain.rstrip('.')}"
-
-
-def parse_tags(value: str) -> dict[str, str]:
-    """DKIM tag=value list (RFC 6376 3.2) with all whitespace removed from values."""
-    tags: dict[str, str] = {}
-    for part in value.split(";"):
-        if "=" not in part:
-            continue
-        name, _, val = part.partition("=")
-        tags[name.strip().lower()] = "".join(val.split())
-    return tags
-
-
-def matches(expected: str, found: str | None) -> bool:
-    """True if ``found`` publishes the same key (k= and p=) as ``expected``."""
-    if not isinstance(found, str):
-        return False
-    want, got = parse_tags(expected), parse_tags(found)
-    if not got.get("p"):
-        return False  # empty p= means revoked (RFC 6376 3.6.1)
-    return (want.get("p") == got.get("p")
-            and want.get("k", "rsa").lower() == got.get("k", "rsa").lower())
-
-
-def describe(expected: str, found: "str | None | LookupFailed") -> str:
-    """Short words for what a server answered, relative to the expected record."""
-    if isinstance(found, LookupFailed):
-        return f"no answer ({found.reason})"
-    if found is None:
-        return "no record"
-    if matches(expected, found):
-        return "the expected key"
-    tags = parse_tags(found)
-    if "p" in tags and not tags["p"]:
-        return "a revoked key (empty p=)"
-    if not tags.get("p"):
-        return "a record without p= (not a DKIM key)"
-    p = tags["p"]
-    short = p if len(p) <= 16 else f"{p[:6]}...{p[-6:]}"
-    return f"a different key (k={tags.get('k', 'rsa')}, p={short})"
-
-
 def _query(qname: dns.name.Name, server: str, port: int, timeout: float) -> "str | None | LookupFailed":
-    query = dns.message.make_query(qname, dns.rdatatype.TXT, use_edns=0, payload=4096)
-    query.flags &= ~dns.flags.RD  # the servers are authoritative: no recursion wanted
-    last: LookupFailed | None = None
-    for _attempt in range(2):  # one retry: a single lost UDP packet must not fail the check
-        try:
-            response, _tcp = dns.query.udp_with_fallback(query, server, timeout=timeout, port=port)
-            break
-        except dns.exception.Timeout:
-            last = LookupFailed(f"timeout after {timeout:g}s")
-        except (dns.exception.DNSException, OSError) as exc:
-            last = LookupFailed(f"query failed: {exc or type(exc).__name__}")
-    else:
-        return last
-    rcode = response.rcode()
-    if rcode not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-        return LookupFailed(f"answered {dns.rcode.to_text(rcode)}")
-    if not response.flags & dns.flags.AA:
+    name = qname.to_text()
+    try:  # one retry: a single lost UDP packet must not fail the check
+        reply = ask(server, name, "TXT", port=port, timeout=timeout, recursion=False, attempts=2)
+    except QueryFailed as exc:
+        return LookupFailed(exc.reason)
+    if not reply.usable:
+        return LookupFailed(f"answered {dns.rcode.to_text(reply.rcode)}")
+    if not reply.authoritative:
         return LookupFailed("answer is not authoritative (server does not serve the zone)")
-    if rcode == dns.rcode.NXDOMAIN:
+    if reply.rcode == dns.rcode.NXDOMAIN:
         return None
-    rrset = next((r for r in response.answer if r.name == qname and r.rdtype == dns.rdatatype.TXT), None)
-    if rrset is None or len(rrset) == 0:
+    texts = [txt_text(rd) for rd in reply.rdatas("TXT", name)]
+    if not texts:
         return None
-    texts = [b"".join(rd.strings).decode("utf-8", "replace") for rd in rrset]
     if len(texts) > 1:
         return LookupFailed(f"{len(texts)} TXT records at the name; a DKIM selector must have exactly one")
     return texts[0]

@@ -17,7 +17,6 @@ or exception raised here.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import json
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mailops.dkim import dnscheck
+from mailops.dns.kinds import dkim as dkim_kind
 from mailops.errors import MailopsError
 
 __all__ = [
@@ -99,7 +99,7 @@ class DkimKey:
     @property
     def record_name(self) -> str:
         """The TXT owner name: ``<selector>._domainkey.<domain>``."""
-        return dnscheck.record_name(self.domain, self.selector)
+        return dkim_kind.record_name(self.domain, self.selector)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _FIELDS}
@@ -170,16 +170,11 @@ def _new_key(algorithm: str, bits: int) -> tuple[bytes, str]:
     """(PKCS#8 PEM private key, DNS TXT value)."""
     if algorithm == "rsa":
         private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-        spki = private.public_key().public_bytes(serialization.Encoding.DER,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
-        value = "v=DKIM1; k=rsa; p=" + base64.b64encode(spki).decode("ascii")
     else:
         private = ed25519.Ed25519PrivateKey.generate()
-        raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        value = "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw).decode("ascii")
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    return pem, value
+    return pem, dkim_kind.value_for(private.public_key())
 
 
 def _fsync_dir(path: Path) -> None:
@@ -333,7 +328,7 @@ class KeyStore:
         if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
             raise bad("private_key", "a path inside the store, like shop.test/mo-20261122.key")
         value = entry["dns_value"]
-        if not isinstance(value, str) or not dnscheck.parse_tags(value).get("p"):
+        if not isinstance(value, str) or not dkim_kind.parse_tags(value).get("p"):
             raise bad("dns_value", "a DKIM record with p=")
         return DkimKey(**{name: entry[name] for name in _FIELDS})
 

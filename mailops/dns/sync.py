@@ -11,17 +11,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import dns.exception
-import dns.flags
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
 import dns.resolver
-import dns.reversename
 
 from mailops.dns.desired import DesiredState, desired_state
+from mailops.dns.kinds import ptr, shows
 from mailops.dns.plan import DEFAULT_THRESHOLD, ZonePlan, plan_zone
-from mailops.dns.records import Record, normalize_name
+from mailops.dns.query import QueryFailed, ask, txt_text, value_of
+from mailops.dns.records import Record
 from mailops.errors import MailopsError
 
 _WORKERS = 8
@@ -152,7 +148,7 @@ def make_plan(inv, keystore=None, *, providers: Providers | None = None, force: 
     for want in desired.ptr:
         current = providers.reverse(want.provider).get_ptr(want.address)
         change = PtrChange(want.provider, want.address, want.hostname, current)
-        (plan.ptr_ok if current == normalize_name(want.hostname) else plan.ptr_changes).append(change)
+        (plan.ptr_ok if ptr.shows(current, want.hostname) else plan.ptr_changes).append(change)
     return plan, providers
 
 
@@ -164,7 +160,7 @@ def _txt_resolver(resolvers: list[str], unresolved: list[str]) -> Callable[[str]
         nonlocal reader
         reader = reader or DnsReader(resolvers)
         try:
-            return [b"".join(r.strings).decode("utf-8", "replace") for r in reader.resolver.resolve(name, "TXT")]
+            return [txt_text(r) for r in reader.resolver.resolve(name, "TXT")]
         except dns.exception.DNSException:
             unresolved.append(name)
             return []
@@ -221,26 +217,12 @@ class DnsReader:
     def values(self, server: str, name: str, rtype: str) -> set[str] | None:
         """The values a server answers for (name, type); None when it gave no usable answer."""
         try:
-            resp = dns.query.udp(dns.message.make_query(name + ".", rtype), server, timeout=self.timeout)
-            if resp.flags & dns.flags.TC:
-                resp = dns.query.tcp(dns.message.make_query(name + ".", rtype), server, timeout=self.timeout)
-        except (dns.exception.DNSException, OSError):
+            reply = ask(server, name, rtype, timeout=self.timeout)
+        except QueryFailed:
             return None
-        if resp.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+        if not reply.usable:
             return None
-        found: set[str] = set()
-        for rrset in resp.answer:
-            if rrset.rdtype != dns.rdatatype.from_text(rtype):
-                continue
-            for rd in rrset:
-                if rtype == "TXT":
-                    value = b"".join(rd.strings).decode("utf-8", "replace")
-                elif rtype == "MX":
-                    value = f"{rd.preference} {rd.exchange.to_text()}"
-                else:
-                    value = rd.to_text()
-                found.add(Record.make(name, rtype, value).value)
-        return found
+        return {value_of(name, rtype, rd) for rd in reply.rdatas(rtype)}
 
 
 def readback(inv, plan: Plan, providers: Providers, *, attempts: int = 10, delay: float = 1.0) -> list[str]:
@@ -266,7 +248,7 @@ def readback(inv, plan: Plan, providers: Providers, *, attempts: int = 10, delay
         if not servers:
             return f"{zp.zone}: no authoritative server found through the resolvers {inv.dns_resolvers or 'of /etc/resolv.conf'}"
         for attempt in range(attempts):
-            missing = [s for s in servers if r.value not in (reader.values(s, r.name, r.type) or set())]
+            missing = [s for s in servers if not shows(r.name, r.type, r.value, reader.values(s, r.name, r.type) or ())]
             if not missing:
                 return None
             time.sleep(delay)
@@ -277,29 +259,9 @@ def readback(inv, plan: Plan, providers: Providers, *, attempts: int = 10, delay
 
     for ch in plan.ptr_changes + plan.ptr_ok:
         got = providers.reverse(ch.provider).get_ptr(ch.address)
-        if got != normalize_name(ch.hostname):
+        if not ptr.shows(got, ch.hostname):
             problems.append(f"PTR {ch.address}: {ch.provider} returns {got or 'nothing'}, wanted {ch.hostname}")
     return problems
-
-
-def forward_confirmed(reader: DnsReader, address: str, hostname: str | None = None) -> str | None:
-    """Forward-confirmed reverse DNS through the resolvers: None if it holds, else the reason."""
-    ptr_name = dns.reversename.from_address(address)
-    try:
-        names = [normalize_name(r.target.to_text()) for r in reader.resolver.resolve(ptr_name, "PTR")]
-    except dns.exception.DNSException as e:
-        return f"{address}: no PTR ({type(e).__name__})"
-    if hostname and normalize_name(hostname) not in names:
-        return f"{address}: PTR is {', '.join(names)}, wanted {hostname}"
-    rtype = "AAAA" if ":" in address else "A"
-    for name in names:
-        try:
-            addrs = {r.address for r in reader.resolver.resolve(name, rtype)}
-        except dns.exception.DNSException:
-            continue
-        if any(dns.reversename.from_address(a) == ptr_name for a in addrs):
-            return None
-    return f"{address}: PTR {', '.join(names)} does not resolve back to {address}"
 
 
 def sync(inv, keystore=None, *, force: bool = False, threshold: float = DEFAULT_THRESHOLD,

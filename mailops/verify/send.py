@@ -23,6 +23,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Callable
 
+from mailops.dns.query import txt_text
 from mailops.verify.result import CheckResult, failed, inconclusive, passed
 
 GROUP = "send"
@@ -84,7 +85,7 @@ def _dnsfunc(resolvers: list[str]):
         r.lifetime = timeout
         name = name.decode() if isinstance(name, bytes) else name
         try:
-            return b"".join(b"".join(rd.strings) for rd in r.resolve(name, "TXT"))
+            return "".join(txt_text(rd) for rd in r.resolve(name, "TXT")).encode()
         except Exception:  # noqa: BLE001 - dkimpy treats an empty answer as "no key"
             return b""
     return lookup

@@ -29,6 +29,7 @@ import dns.xfr
 import dns.zone
 
 from mailops.dns.providers.base import Existing, ZoneChanges
+from mailops.dns.query import txt_text
 from mailops.dns.records import Record, in_zone, normalize_name, quote_txt, relative_name
 from mailops.errors import MailopsError
 
@@ -51,7 +52,7 @@ def registry_entry(zone: str, record: Record) -> str:
 def _to_record(name: dns.name.Name, ttl: int, rdata) -> Record:
     rtype = dns.rdatatype.to_text(rdata.rdtype)
     if rdata.rdtype == dns.rdatatype.TXT:
-        value = b"".join(rdata.strings).decode("utf-8", "replace")
+        value = txt_text(rdata)
     elif rdata.rdtype == dns.rdatatype.MX:
         value = f"{rdata.preference} {rdata.exchange.to_text()}"
     else:
@@ -172,7 +173,7 @@ class Rfc2136Provider(_Rfc2136Base):
             first = absname.labels[0].decode(errors="replace") if absname.labels else ""
             if rdata.rdtype == dns.rdatatype.TXT and first.startswith(REGISTRY_LABEL) \
                     and absname.parent() == z.origin:
-                entry = b"".join(rdata.strings).decode("utf-8", "replace")
+                entry = txt_text(rdata)
                 if absname == registry_name:
                     owned.add(entry)
                 else:
