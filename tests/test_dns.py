@@ -20,11 +20,12 @@ import pytest
 import yaml
 
 from mailops.dkim.store import KeyStore
-from mailops.dns.desired import desired_state, spf_lookups
+from mailops.dns.desired import desired_state
+from mailops.dns.kinds.spf import count_lookups as spf_lookups
 from mailops.dns.providers.base import ZoneChanges
 from mailops.dns.providers.rfc2136 import REGISTRY_LABEL, Rfc2136Provider
 from mailops.dns.records import Record, join_txt
-from mailops.dns.sync import DnsReader, Providers, apply_plan, forward_confirmed, make_plan
+from mailops.dns.sync import DnsReader, Providers, apply_plan, make_plan
 from mailops.errors import MailopsError
 from mailops.inventory import load_inventory
 from mailops.lab import core, dns as labdns
@@ -194,10 +195,13 @@ def test_unmanaged_records_survive(synced, lab_cfg):
 
 
 def test_ptr_and_forward_confirmed_reverse_dns(synced, inv_dir):
+    # the receivers' check, as `mailops verify` makes it: PTR -> mta1.shop.test -> the same address
+    from mailops.verify.dnschecks import check_hosts
     inv, _ = load_inventory(inv_dir)
-    reader = DnsReader(inv.dns_resolvers)
-    for addr in ("198.51.100.11", "2001:db8:51::11"):
-        assert forward_confirmed(reader, addr, "mta1.shop.test") is None
+    results = check_hosts(inv, hosts=["mta1.shop.test"], smtp_timeout=0.5)
+    fcrdns = {r.name: r for r in results if r.name.startswith("fcrdns")}
+    for name, addr in (("fcrdns.ipv4", "198.51.100.11"), ("fcrdns.ipv6", "2001:db8:51::11")):
+        assert fcrdns[name].status == "pass" and f"{addr} -> mta1.shop.test -> {addr}" in fcrdns[name].detail
 
 
 def test_raw_and_quoted_txt_forms_compare_equal(synced, lab_cfg, inv_dir):

@@ -37,7 +37,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from mailops.dkim.store import KeyStore
-from mailops.dns.desired import mta_sts_id, mta_sts_policy
+from mailops.dns.kinds import mta_sts
+from mailops.dns.kinds.mta_sts import mta_sts_id, mta_sts_policy
 from mailops.dns.providers import rfc2136
 from mailops.dns.records import in_zone
 from mailops.dns.sync import apply_plan, make_plan, readback
@@ -45,11 +46,11 @@ from mailops.inventory import load_inventory
 from mailops.inventory.model import Inventory
 from mailops.lab import core, dns as labdns
 from mailops.verify import dnschecks
-from mailops.verify.dnschecks import (PolicyFetchError, SpfEvaluation, SpfError, check_domains, check_hosts,
-                                      decode_dnsbl, dnsbl_query_name, fetch_mta_sts_policy, parse_mta_sts_policy,
-                                      parse_spf)
+from mailops.dns.kinds.mta_sts import PolicyFetchError, fetch_mta_sts_policy, parse_mta_sts_policy
+from mailops.dns.kinds.spf import SpfError, SpfEvaluation, parse_spf
+from mailops.verify.dnsbl import decode_dnsbl, dnsbl_query_name
+from mailops.verify.dnschecks import check_domains, check_hosts
 
-pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -362,7 +363,7 @@ def policy_server(tmp_path):
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             state.host = self.headers["Host"]
-            if state.redirect or self.path != dnschecks.MTA_STS_PATH:
+            if state.redirect or self.path != mta_sts.MTA_STS_PATH:
                 self.send_response(301)
                 self.send_header("Location", "https://elsewhere.example/")
                 self.end_headers()
@@ -399,8 +400,8 @@ def test_mta_sts_policy_fetch_verifies_certificate_and_refuses_redirects(policy_
     with pytest.raises(PolicyFetchError, match="redirect"):
         fetch(ca_bundle=policy_server.ca)
     assert parse_mta_sts_policy("version: STSv1\nmode: enforce\nmx: a.example\n")[1] == ["max_age missing or invalid"]
-    assert dnschecks._mx_pattern_matches("*.d.example", FQDN)
-    assert not dnschecks._mx_pattern_matches("*.example", FQDN)
+    assert mta_sts.mx_pattern_matches("*.d.example", FQDN)
+    assert not mta_sts.mx_pattern_matches("*.example", FQDN)
 
 
 @pytest.fixture
@@ -534,6 +535,7 @@ def verify(s, **kw):
             check_hosts(inv, hosts=[s.fqdn], smtp_timeout=3))
 
 
+@pytest.mark.lab  # publishes into the lab BIND
 def test_published_site_passes_every_dns_check(site):
     started = time.monotonic()
     domain_results = check_domains(site.inv, site.keystore, domains=[site.domain])
@@ -551,6 +553,7 @@ def test_published_site_passes_every_dns_check(site):
     assert elapsed < 5
 
 
+@pytest.mark.lab  # publishes into the lab BIND
 def test_dkim_record_with_another_key_fails(site):
     other = _other_key()
     try:
@@ -565,6 +568,7 @@ def test_dkim_record_with_another_key_fails(site):
     assert restored[f"dkim.{site.selector}"].status == "pass"
 
 
+@pytest.mark.lab  # publishes into the lab BIND
 def test_spf_without_the_ipv6_address_fails_ipv6_only(site):
     try:
         labdns.update(site.dcfg, "lab.test.", replace=[labdns.Record(
@@ -578,6 +582,7 @@ def test_spf_without_the_ipv6_address_fails_ipv6_only(site):
         sync(site, force=True)
 
 
+@pytest.mark.lab  # publishes into the lab BIND
 def test_missing_ptr_fails_fcrdns(site):
     zone = labdns.reverse_zone_for(site.cfg.ipv4_network)
     try:
@@ -591,6 +596,7 @@ def test_missing_ptr_fails_fcrdns(site):
     assert by_name(check_hosts(site.inv, hosts=[site.fqdn], smtp_timeout=3))["fcrdns.ipv4"].status == "pass"
 
 
+@pytest.mark.lab  # publishes into the lab BIND
 def test_dnsbl_listings_fail_and_error_codes_are_inconclusive(site):
     try:
         labdns.set_dnsbl_listing(site.dcfg, LAB_ADDR4, "127.0.0.2", reason="listed by the verify test")
@@ -610,6 +616,7 @@ def test_dnsbl_listings_fail_and_error_codes_are_inconclusive(site):
         labdns.update(site.dcfg, "dnsbl.test.", delete=[f"{site.domain}.dnsbl.test."])
 
 
+@pytest.mark.lab  # publishes into the lab BIND
 def test_unreachable_resolver_is_inconclusive_not_fail_and_bounded(site, tmp_path):
     dead = tmp_path / "dead"
     shutil.copytree(site.inv_dir, dead)
