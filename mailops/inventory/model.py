@@ -75,6 +75,9 @@ from mailops.inventory.settings import (  # noqa: F401 - re-exported
 
 # --- the whole inventory ---------------------------------------------------
 
+# The Ansible group whose hosts mailops manages.
+MAIL_GROUP = "mailhosts"
+
 class MailHost(_Model):
     """One host of group ``mailhosts``, with its Ansible SSH access."""
     name: str

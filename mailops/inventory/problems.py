@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+import typing
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -64,6 +66,15 @@ def render_path(path: tuple) -> str:
         seg = render_segment(key)
         out += seg if (not out or seg.startswith("[")) else "." + seg
     return out or "(file)"
+
+
+def suggest(word: Any, choices: typing.Iterable[str]) -> str:
+    """A did-you-mean hint; the shared ``mailops_`` prefix is ignored so it does not make everything look close."""
+    word, choices = str(word), list(choices)
+    strip = (lambda t: t[8:] if t.startswith("mailops_") else t) if word.startswith("mailops_") else (lambda t: t)
+    by_stem = {strip(c): c for c in choices}
+    close = difflib.get_close_matches(strip(word), list(by_stem), n=1, cutoff=0.6)
+    return f" (did you mean {by_stem[close[0]]}?)" if close else ""
 
 
 class InventoryError(MailopsError):
