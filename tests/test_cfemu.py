@@ -18,8 +18,10 @@ import dns.resolver
 import httpx
 import pytest
 
-from mailops.lab import cfemu, core
-from mailops.lab.cfemu import BindMirror, CloudflareEmulator
+from mailops.lab import core
+from mailops.lab import cfemu_daemon
+from mailops.lab.cfemu import CloudflareEmulator
+from mailops.lab.cfemu_mirror import BindMirror
 from mailops.lab.system import pid_alive
 
 TOKEN = "emulatorTestToken_0123456789abcdefghijkl"  # 40 characters like a real token
@@ -377,18 +379,18 @@ def test_daemon_serves_the_sdk_over_http_and_stops_on_sigterm(tmp_path):
     with socket.socket() as s:  # a free loopback port
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dcfg = cfemu.DaemonConfig(state_dir=tmp_path / "cf", listen="127.0.0.1", port=port, zones=("news.test",))
-    pid = cfemu.start(dcfg)
+    dcfg = cfemu_daemon.DaemonConfig(state_dir=tmp_path / "cf", listen="127.0.0.1", port=port, zones=("news.test",))
+    pid = cfemu_daemon.start(dcfg)
     try:
-        assert cfemu.start(dcfg) == pid == cfemu.running_pid(dcfg)  # idempotent
+        assert cfemu_daemon.start(dcfg) == pid == cfemu_daemon.running_pid(dcfg)  # idempotent
         assert stat.S_IMODE(dcfg.token_file.stat().st_mode) == 0o600
         cf = cloudflare.Cloudflare(api_token=dcfg.token_file.read_text().strip(), base_url=dcfg.base_url,
                                    http_client=cloudflare.DefaultHttpxClient(trust_env=False))
         zone_id = next(iter(cf.zones.list(name="news.test"))).id
         txt(cf, zone_id, "@", "v=spf1 -all")
     finally:
-        cfemu.stop(pid, dcfg)
-    assert not pid_alive(pid) and cfemu.running_pid(dcfg) is None
+        cfemu_daemon.stop(pid, dcfg)
+    assert not pid_alive(pid) and cfemu_daemon.running_pid(dcfg) is None
     assert [r["content"] for r in CloudflareEmulator(dcfg.state_file).records("news.test")] == ["v=spf1 -all"]
 
 

@@ -4,7 +4,8 @@ named only binds addresses that are configured on an interface, so an address li
 127.77.0.1 (routable to lo, but not configured on it) would never be served; the tests use
 127.0.0.1 and ::1 on a free high port instead.  All traffic stays on loopback.
 
-Skipped without named or root, unless CI=true (then a missing prerequisite fails).
+Tests that run named carry the ``lab`` mark (root; run them under the lab lock); skipped
+without named or root, unless CI=true (then a missing prerequisite fails).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pytest
 
 from mailops.errors import MailopsError
 from mailops.lab import dns as labdns
+from mailops.lab import dns_server
 from mailops.lab.dns import DNSServerConfig, Record
 
 V4 = "127.0.0.1"
@@ -200,20 +202,20 @@ def test_write_config_rejects_bad_record_with_one_line(tmp_path):
 
 def test_startup_problem_parses_named_918_log():
     # Real BIND 9.18 output when another socket holds the port: no "address in use" at all.
-    lines = labdns._log_lines(
+    lines = dns_server._log_lines(
         "22-Nov-2026 10:29:05.635 listening on IPv4 interface lo, 127.0.0.1#15353\n"
         "22-Nov-2026 10:29:05.635 creating IPv4 interface lo failed; interface ignored\n"
         "22-Nov-2026 10:29:05.659 running\n"
     )
-    problem = labdns._startup_problem(lines, None, exited=False)
+    problem = dns_server._startup_problem(lines, None, exited=False)
     assert "127.0.0.1#15353" in problem and "address in use" in problem
-    fatal = labdns._log_lines(
+    fatal = dns_server._log_lines(
         "22-Nov-2026 10:29:05.631 loading configuration from '/x/named.conf'\n"
         "22-Nov-2026 10:29:05.631 /x/named.conf:3: unknown option 'bogus'\n"
         "22-Nov-2026 10:29:05.631 loading configuration: failure\n"
         "22-Nov-2026 10:29:05.631 exiting (due to fatal error)\n"
     )
-    assert labdns._startup_problem(fatal, None, exited=True) == "/x/named.conf:3: unknown option 'bogus'"
+    assert dns_server._startup_problem(fatal, None, exited=True) == "/x/named.conf:3: unknown option 'bogus'"
 
 
 def test_write_config_rewrites_only_zones_without_dynamic_changes(tmp_path):
@@ -242,11 +244,13 @@ def test_write_config_rewrites_only_zones_without_dynamic_changes(tmp_path):
 # --------------------------------------------------------------------------- server
 
 
+@pytest.mark.lab
 def test_named_conf_is_authoritative_only(server):
     conf = (server.cfg.state_dir / "named.conf").read_text()
     assert "recursion no;" in conf and "forwarders" not in conf and "/etc/bind" not in conf
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("rd", [True, False])
 @pytest.mark.parametrize("addr", [V4, V6])
 def test_forward_zone_answers_authoritatively(server, rd, addr):
@@ -267,6 +271,7 @@ def test_forward_zone_answers_authoritatively(server, rd, addr):
         assert got == want, (name, rtype)
 
 
+@pytest.mark.lab
 def test_long_txt_is_split_and_served_over_tcp(server):
     r = server.query("sel1._domainkey.lab.test.", "TXT", tcp=True)
     assert r.flags & dns.flags.AA
@@ -275,6 +280,7 @@ def test_long_txt_is_split_and_served_over_tcp(server):
     assert all(len(s) <= 255 for s in rdata.strings)
 
 
+@pytest.mark.lab
 def test_nxdomain_in_zone_and_refused_outside(server):
     r = server.query("nope.lab.test.", "A")
     assert r.rcode() == dns.rcode.NXDOMAIN and r.flags & dns.flags.AA
@@ -284,6 +290,7 @@ def test_nxdomain_in_zone_and_refused_outside(server):
         assert not r.answer and not r.flags & dns.flags.RA
 
 
+@pytest.mark.lab
 def test_reverse_zones_ptr(server):
     assert server.values(labdns.ptr_name("198.51.100.10"), "PTR") == {"mx1.lab.test."}
     assert server.values(labdns.ptr_name("2001:db8:51::10"), "PTR") == {"mx1.lab.test."}
@@ -292,6 +299,7 @@ def test_reverse_zones_ptr(server):
         assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA
 
 
+@pytest.mark.lab
 def test_tsig_update_add_replace_delete(server):
     cfg = server.cfg
     labdns.update(cfg, ZONE, add=[Record("dyn", "A", "192.0.2.1", 60), ("dyn", "A", "192.0.2.2", 60)])
@@ -313,6 +321,7 @@ def test_tsig_update_add_replace_delete(server):
     assert "\n" not in str(ei.value)
 
 
+@pytest.mark.lab
 def test_unsigned_and_wrong_key_updates_are_refused(server):
     cfg = server.cfg
     serial_before = server.values(ZONE, "SOA")
@@ -341,6 +350,7 @@ def test_unsigned_and_wrong_key_updates_are_refused(server):
     assert server.query("evil.lab.test.", "A").rcode() == dns.rcode.NXDOMAIN
 
 
+@pytest.mark.lab
 def test_tsig_axfr(server):
     cfg = server.cfg
     labdns.update(cfg, ZONE, add=[Record("axfr-dyn", "A", "192.0.2.44")])
@@ -357,6 +367,7 @@ def test_tsig_axfr(server):
     assert ei.value.rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH)
 
 
+@pytest.mark.lab
 def test_dnsbl(server):
     cfg = server.cfg
     assert server.values("2.0.0.127.dnsbl.test.", "A") == {"127.0.0.2"}
@@ -380,6 +391,7 @@ def test_dnsbl(server):
         labdns.set_dnsbl_listing(cfg, "192.0.2.1", code="10.0.0.1")
 
 
+@pytest.mark.lab
 def test_start_on_busy_port_fails_cleanly(server, tmp_path):
     # Another state dir on the port our running server holds: named would silently share it
     # (SO_REUSEPORT), so start() must refuse before spawning anything.
@@ -406,6 +418,7 @@ def test_start_on_busy_port_fails_cleanly(server, tmp_path):
     assert server.values("mx1.lab.test.", "A") == {"198.51.100.10"}
 
 
+@pytest.mark.lab
 def test_start_twice_and_stop_refuses_foreign_pid(server):
     with pytest.raises(MailopsError, match="already running"):
         labdns.start(server.cfg)
@@ -417,6 +430,7 @@ def test_start_twice_and_stop_refuses_foreign_pid(server):
     labdns.stop(2**22 + 12345)  # no such process: no error
 
 
+@pytest.mark.lab
 def test_write_config_is_idempotent_and_keeps_dynamic_changes(server):
     cfg = server.cfg
     d = cfg.state_dir

@@ -28,14 +28,14 @@ import ipaddress
 import json
 import os
 import ssl
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailops.errors import MailopsError, PrerequisiteMissing
-from mailops.lab.system import is_ours, last_lines, spawn, stop_daemon, wait_tcp
+from mailops.lab.supervisor import Daemon
+from mailops.lab.system import last_lines, wait_tcp
 
 CONFIG_NAME = "pebble-config.json"
 PID_NAME = "pebble.pid"
@@ -230,13 +230,14 @@ def write_config(cfg: AcmeConfig) -> Path:
     return path
 
 
+def daemon(cfg: AcmeConfig) -> Daemon:
+    """pebble as a supervised lab service, recognised by our config path in its command line."""
+    return Daemon("pebble", str(config_path(cfg)), cfg.state_dir / PID_NAME, cfg.state_dir / LOG_NAME)
+
+
 def running_pid(cfg: AcmeConfig) -> int | None:
     """PID of the pebble started for cfg (pid file, verified through /proc cmdline), or None."""
-    try:
-        pid = int((cfg.state_dir / PID_NAME).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if is_ours(pid, str(config_path(cfg))) else None
+    return daemon(cfg).running_pid()
 
 
 def _pebble_binary() -> str:
@@ -264,33 +265,29 @@ def start(cfg: AcmeConfig, timeout: float = 15) -> int:
         if wait_tcp(cfg.listen, port, 0.3):
             raise MailopsError(f"cannot start pebble: {cfg.listen}:{port} is already in use "
                                "(another ACME server running?)")
-    log = cfg.state_dir / LOG_NAME
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEBBLE_")}
     env.update({"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"})
-    proc = spawn([binary, "-config", str(conf), "-dnsserver", cfg.dns_server], log, env=env)
-    (cfg.state_dir / PID_NAME).write_text(f"{proc.pid}\n")
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            (cfg.state_dir / PID_NAME).unlink(missing_ok=True)
-            raise MailopsError(f"pebble exited with status {proc.returncode} ({log}): {last_lines(log)}")
+    last = ["no answer"]
+
+    def ready() -> bool:
         try:
             status, body = _get(cfg, directory_url(cfg), timeout=2)
-            if status == 200 and b"newAccount" in body:
-                return proc.pid
-            last = f"HTTP {status}"
         except (OSError, ssl.SSLError) as exc:
-            last = str(getattr(exc, "reason", exc))
-        time.sleep(0.2)
-    stop(proc.pid, cfg)
-    raise MailopsError(f"pebble did not answer {directory_url(cfg)} within {timeout:g}s ({last}); "
-                       f"log {log}: {last_lines(log)}")
+            last[0] = str(getattr(exc, "reason", exc))
+            return False
+        last[0] = f"HTTP {status}"
+        return status == 200 and b"newAccount" in body
+
+    pebble = daemon(cfg)
+    return pebble.start([binary, "-config", str(conf), "-dnsserver", cfg.dns_server], ready, timeout=timeout,
+                        waiting_for=f"answer {directory_url(cfg)}", env=env,
+                        detail=lambda exited: last_lines(pebble.log) if exited
+                        else f"{last[0]}; {last_lines(pebble.log)}")
 
 
 def stop(pid: int | None, cfg: AcmeConfig) -> None:
     """Stop the pebble started for cfg (only if pid's command line names our config)."""
-    stop_daemon(pid, str(config_path(cfg)), cfg.state_dir / PID_NAME)
+    daemon(cfg).stop(pid)
 
 
 # -- issuing CA -----------------------------------------------------------------

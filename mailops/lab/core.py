@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Callable
 
 from mailops.errors import MailopsError
-from mailops.lab import acme, cfemu, dns, image, machine, net, proxy, receiver
-from mailops.lab.config import (DNSBL_ZONE, LAB_ZONE, MAILBOX_DOMAIN, SENDING_ZONES, LabConfig, Machine)
+from mailops.lab import dns, image, machine, net, receiver, services
+from mailops.lab.config import LAB_ZONE, LabConfig, Machine
+# The services' configurations are in services.py; many callers know them as core.*.
+from mailops.lab.services import acme_config, cloudflare_config, dns_config  # noqa: F401
 from mailops.lab.system import require_commands, require_root, run
 
 REQUIRED_COMMANDS = {
@@ -78,42 +80,7 @@ def _lock(cfg: LabConfig):
         yield
 
 
-# -- DNS contents ------------------------------------------------------------
-def dns_config(cfg: LabConfig) -> dns.DNSServerConfig:
-    R = dns.Record
-    gw4, gw6 = cfg.gateway_ipv4, cfg.gateway_ipv6
-    rx = cfg.receiver
-    zones: dict[str, list] = {
-        f"{LAB_ZONE}.": [
-            R("gw", "A", gw4), R("gw", "AAAA", gw6),
-            R("proxy", "A", gw4), R("proxy", "AAAA", gw6),
-        ],
-        f"{MAILBOX_DOMAIN}.": [
-            R("@", "MX", f"10 {rx.fqdn}."),
-            R(rx.fqdn + ".", "A", rx.ipv4), R(rx.fqdn + ".", "AAAA", rx.ipv6),
-            R("@", "TXT", '"v=spf1 -all"'),
-            R(rx.fqdn + ".", "TXT", '"v=spf1 a -all"'),
-        ],
-        dns.reverse_zone_for(cfg.ipv4_network): [
-            R(dns.ptr_name(gw4), "PTR", f"gw.{LAB_ZONE}."),
-            R(dns.ptr_name(rx.ipv4), "PTR", rx.fqdn + "."),
-        ],
-        dns.reverse_zone_for(cfg.ipv6_network): [
-            R(dns.ptr_name(gw6), "PTR", f"gw.{LAB_ZONE}."),
-            R(dns.ptr_name(rx.ipv6), "PTR", rx.fqdn + "."),
-        ],
-    }
-    for zone in SENDING_ZONES:
-        zones[f"{zone}."] = []
-    return dns.DNSServerConfig(
-        state_dir=cfg.state_dir / "dns",
-        listen_v4=[gw4], listen_v6=[gw6],
-        zones=zones,
-        nameserver_name=f"ns1.{LAB_ZONE}.",
-        dnsbl_zone=f"{DNSBL_ZONE}.",
-    )
-
-
+# -- DNS records of the machines -----------------------------------------------
 def _publish_machine(cfg: LabConfig, m: Machine) -> None:
     """The 'provider' records of a machine: its lab.test name and default PTR."""
     dcfg = dns_config(cfg)
@@ -133,22 +100,6 @@ def _has_record(dcfg: dns.DNSServerConfig, owner: str, rtype: str) -> bool:
 
     resp = query.udp(message.make_query(owner, rtype), dcfg.listen_v4[0], port=dcfg.port, timeout=3)
     return any(rr.rdtype == rdatatype.from_text(rtype) for rr in resp.answer)
-
-
-def acme_config(cfg: LabConfig) -> "acme.AcmeConfig":
-    return acme.lab_acme_config(cfg)
-
-
-CLOUDFLARE_ZONES = ("news.test",)  # the lab inventory's lab-cloudflare domain
-
-
-def cloudflare_config(cfg: LabConfig) -> cfemu.DaemonConfig:
-    """The lab's Cloudflare API emulator: on the gateway, port 8787, mirroring into the lab BIND."""
-    dcfg = dns_config(cfg)
-    return cfemu.DaemonConfig(state_dir=cfg.state_dir / "cloudflare", listen=cfg.gateway_ipv4,
-                              port=cfemu.DEFAULT_PORT, zones=CLOUDFLARE_ZONES,
-                              mirror_dns=f"{cfg.gateway_ipv4}:{dcfg.port}", mirror_tsig_name=dcfg.tsig_key_name,
-                              mirror_tsig_secret_file=dcfg.state_dir / dns.SECRET_FILE)
 
 
 # -- up ----------------------------------------------------------------------
@@ -191,39 +142,16 @@ def up(cfg: LabConfig | None = None, vps: int = 1, log: Log = _quiet) -> UpResul
             pubkey = _ensure_ssh_key(cfg)
             _ensure_lab_secrets(cfg)
 
-            step = "starting the DNS server (BIND)"
-            dcfg = dns_config(cfg)
-            named_pid = dns.running_pid(dcfg)
-            if named_pid is None:
-                dns.write_config(dcfg)
-                named_pid = dns.start(dcfg)
-                state["services"]["named"] = named_pid
-                started.append(("named", lambda p=named_pid: dns.stop(p, state_dir=dcfg.state_dir)))
-                log(f"DNS server (BIND) answering on {cfg.gateway_ipv4} and {cfg.gateway_ipv6}")
-            step = "starting the package proxy (apt-cacher-ng)"
-            acng_pid = state["services"].get("apt-cacher-ng")
-            if not proxy.running(cfg, acng_pid):
-                acng_pid = proxy.start(cfg)
-                state["services"]["apt-cacher-ng"] = acng_pid
-                started.append(("apt-cacher-ng", lambda p=acng_pid: proxy.stop(cfg, p)))
-                log(f"package proxy on {cfg.proxy_url}")
-            step = "starting the ACME test CA (pebble)"
-            acfg = acme_config(cfg)
-            pebble_pid = acme.running_pid(acfg)
-            if pebble_pid is None:
-                pebble_pid = acme.start(acfg)
-                started.append(("pebble", lambda p=pebble_pid: acme.stop(p, acfg)))
-                log(f"ACME CA (pebble) at {acme.directory_url(acfg)}")
-            state["services"]["pebble"] = pebble_pid
-            acme.write_issuing_roots(acfg)
-            step = "starting the Cloudflare API emulator"
-            ccfg = cloudflare_config(cfg)
-            cf_pid = cfemu.running_pid(ccfg)
-            if cf_pid is None:
-                cf_pid = cfemu.start(ccfg)
-                started.append(("cloudflare", lambda p=cf_pid: cfemu.stop(p, ccfg)))
-                log(f"Cloudflare API emulator at {ccfg.base_url} (token in {ccfg.token_file})")
-            state["services"]["cloudflare"] = cf_pid
+            for service in services.SERVICES:
+                step = service.step
+                pid = services.running_pid(service, cfg, state)
+                if pid is None:
+                    pid = service.start(cfg)
+                    started.append((service.key, lambda s=service, p=pid: services.stop(s, cfg, p)))
+                    log(service.started(cfg))
+                state["services"][service.key] = pid
+                if service.after_start:
+                    service.after_start(cfg)
             save_state(cfg, state)
 
             wanted = [cfg.receiver] + [cfg.vps(n) for n in range(1, vps + 1)]
@@ -337,30 +265,10 @@ def _remove_machine(cfg: LabConfig, m: dict) -> None:
 def status(cfg: LabConfig | None = None) -> dict:
     cfg = cfg or LabConfig()
     state = load_state(cfg)
-    dcfg_running = None
     machines = []
     for name, m in sorted(state.get("machines", {}).items(), key=lambda kv: (kv[1]["role"] != "receiver", kv[0])):
         machines.append({"name": name, "role": m["role"], "fqdn": m["fqdn"], "ipv4": m["ipv4"], "ipv6": m["ipv6"],
                          "state": machine.system_state(m), "leader_pid": m["leader_pid"]})
-    services = []
-    named_pid = state.get("services", {}).get("named")
-    try:
-        dcfg_running = dns.running_pid(dns_config(cfg)) is not None
-    except Exception:
-        dcfg_running = False
-    services.append({"name": "dns (bind9)", "address": f"{cfg.gateway_ipv4}:53, [{cfg.gateway_ipv6}]:53",
-                     "state": "running" if dcfg_running else "stopped", "pid": named_pid})
-    acng_pid = state.get("services", {}).get("apt-cacher-ng")
-    services.append({"name": "package proxy (apt-cacher-ng)", "address": cfg.proxy_url,
-                     "state": "running" if proxy.running(cfg, acng_pid) else "stopped", "pid": acng_pid})
-    acfg = acme_config(cfg)
-    pebble_pid = acme.running_pid(acfg)
-    services.append({"name": "acme ca (pebble)", "address": acme.directory_url(acfg),
-                     "state": "running" if pebble_pid else "stopped", "pid": pebble_pid})
-    ccfg = cloudflare_config(cfg)
-    cf_pid = cfemu.running_pid(ccfg)
-    services.append({"name": "cloudflare api (emulator)", "address": ccfg.base_url,
-                     "state": "running" if cf_pid else "stopped", "pid": cf_pid})
     return {
         "up": bool(machines) and all(m["state"] in ("running", "degraded") for m in machines),
         "state_dir": str(cfg.state_dir),
@@ -368,7 +276,7 @@ def status(cfg: LabConfig | None = None) -> dict:
                     "ipv6": cfg.ipv6_network, "gateway_ipv4": cfg.gateway_ipv4, "gateway_ipv6": cfg.gateway_ipv6,
                     "firewall": net.firewall_present()},
         "machines": machines,
-        "services": services,
+        "services": [services.status_row(service, cfg, state) for service in services.SERVICES],
         "ssh_key": str(cfg.ssh_key),
     }
 
@@ -383,22 +291,14 @@ def down(cfg: LabConfig | None = None, log: Log = _quiet) -> dict:
         for name, m in state.get("machines", {}).items():
             log(f"stopping {name}")
             _remove_machine(cfg, m)
-        services = state.get("services", {})
-        try:
-            pid = dns.running_pid(dns_config(cfg)) or services.get("named")
-            if pid:
-                dns.stop(pid, state_dir=cfg.state_dir / "dns")
-        except Exception:
-            pass
-        proxy.stop(cfg, services.get("apt-cacher-ng"))
-        acfg = acme_config(cfg)
-        pebble_pid = acme.running_pid(acfg) or services.get("pebble")
-        if pebble_pid:
-            acme.stop(pebble_pid, acfg)
-        ccfg = cloudflare_config(cfg)
-        cf_pid = cfemu.running_pid(ccfg) or services.get("cloudflare")
-        if cf_pid:
-            cfemu.stop(cf_pid, ccfg)
+        problems = []
+        for service in reversed(services.SERVICES):  # the emulator mirrors into BIND: BIND last
+            try:
+                services.stop(service, cfg, services.running_pid(service, cfg, state))
+            except MailopsError as exc:  # stop the others, then say what is left
+                problems.append(str(exc))
+        if problems:
+            raise MailopsError("lab down could not stop every service: " + "; ".join(problems))
         net.down(cfg)
         if cfg.state_dir.exists():
             shutil.rmtree(cfg.state_dir)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mailops.errors import MailopsError
 from mailops.lab.config import LabConfig, Machine
-from mailops.lab.system import (cmdline, is_ours, pid_alive, proc_root, run, spawn, wait_gone, last_lines,
+from mailops.lab.system import (is_ours, pid_alive, run, spawn, wait_gone, last_lines,
                                 wait_tcp)
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailops.errors import MailopsError
 from mailops.lab.config import LabConfig
-from mailops.lab.system import is_ours, last_lines, run, spawn, terminate, wait_tcp
+from mailops.lab.supervisor import Daemon
+from mailops.lab.system import wait_tcp
 
 
 def conf_dir(cfg: LabConfig) -> Path:
@@ -39,23 +39,26 @@ def write_config(cfg: LabConfig) -> Path:
     return cdir
 
 
+def daemon(cfg: LabConfig) -> Daemon:
+    """apt-cacher-ng as a supervised lab service, recognised by our config directory in its command line."""
+    cdir = conf_dir(cfg)
+    # not cdir/pid: that one is apt-cacher-ng's own
+    return Daemon("apt-cacher-ng", str(cdir), cdir / "supervised.pid", cdir / "log" / "stdout.log")
+
+
 def start(cfg: LabConfig) -> int:
     cdir = write_config(cfg)
-    log = cdir / "log" / "stdout.log"
-    proc = spawn(["apt-cacher-ng", "-c", str(cdir), "ForeGround=1"], log)
-    if not wait_tcp(cfg.gateway_ipv4, cfg.proxy_port, 15):
-        proc.kill()
-        raise MailopsError(f"apt-cacher-ng did not listen on {cfg.gateway_ipv4}:{cfg.proxy_port}: "
-                           f"{last_lines(log)}")
-    return proc.pid
+    return daemon(cfg).start(["apt-cacher-ng", "-c", str(cdir), "ForeGround=1"],
+                             lambda: wait_tcp(cfg.gateway_ipv4, cfg.proxy_port, 0.2), timeout=15,
+                             waiting_for=f"listen on {cfg.gateway_ipv4}:{cfg.proxy_port}")
 
 
 def running(cfg: LabConfig, pid: int | None) -> bool:
-    return is_ours(pid, str(conf_dir(cfg)))
+    return daemon(cfg).is_ours(pid)
 
 
 def stop(cfg: LabConfig, pid: int | None) -> None:
-    terminate(pid, str(conf_dir(cfg)))
+    daemon(cfg).stop(pid)
 
 
 def cache_stats(cfg: LabConfig) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -78,30 +77,6 @@ def is_ours(pid: int | None, fingerprint: str) -> bool:
     return fingerprint in cmdline(pid) or proc_root(pid).startswith(fingerprint)
 
 
-def terminate(pid: int | None, fingerprint: str, timeout: float = 10.0) -> None:
-    """SIGTERM a process of ours, then SIGKILL it if it does not exit."""
-    if not is_ours(pid, fingerprint):
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        if wait_gone(pid, wait):
-            return
-    raise MailopsError(f"process {pid} ({cmdline(pid)[:60]}) did not exit after SIGKILL")
-
-
-def stop_daemon(pid: int | None, fingerprint: str, pidfile: Path) -> None:
-    """terminate() a lab daemon, then remove its pid file if it still names that pid."""
-    terminate(pid, fingerprint)
-    try:
-        if pid and int(pidfile.read_text().split()[0]) == pid:
-            pidfile.unlink()
-    except (OSError, ValueError, IndexError):
-        pass
-
-
 def wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -116,12 +91,12 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return not pid_alive(pid)
 
 
-def spawn(cmd: Sequence[str], log: Path, *, env: dict | None = None) -> subprocess.Popen:
-    """Start a long-running process detached from our session, output to log."""
+def spawn(cmd: Sequence[str], log: Path, *, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    """Start a long-running process detached from our session, output appended to log."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, env=env)
+                                start_new_session=True, close_fds=True, env=env, cwd=cwd)
 
 
 def wait_tcp(host: str, port: int, timeout: float) -> bool:
