@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from mailops.demo import run_demo
+from mailops.lab.demo import run_demo
 from mailops.lab.config import LabConfig
 
 console = Console()
