@@ -54,7 +54,7 @@ def _keys_table(store: KeyStore, keys: list[DkimKey], now: datetime | None = Non
         table.add_row(k.domain, k.selector, k.algorithm, str(k.bits or "-"),
                       f"[{style[k.state]}]{k.state}[/]", _short(k.created), _short(k.activated),
                       _short(k.retired), "yes" if store.is_published(k, now) else "no",
-                      "yes" if k.state == "active" else "no")
+                      "yes" if store.is_signing(k) else "no")
     return table
 
 
@@ -113,7 +113,7 @@ def list_keys(domains: tuple[str, ...], as_json: bool, inventory_name: str) -> N
         for k in keys:
             row = k.to_dict()
             row["published"] = store.is_published(k)
-            row["signing"] = k.state == "active"
+            row["signing"] = store.is_signing(k)
             until = store.published_until(k)
             row["published_until"] = until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else None
             rows.append(row)

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mailops.dkim import dnscheck
+from mailops.dkim.signing import ALGORITHMS, STATES, signing_keys
 from mailops.dns.kinds import dkim as dkim_kind
 from mailops.errors import MailopsError
 
@@ -45,8 +46,6 @@ __all__ = [
 MANIFEST = "keys.json"
 LOCK = ".lock"
 VERSION = 1
-ALGORITHMS = ("rsa", "ed25519")
-STATES = ("pending", "active", "retired")
 MIN_RSA_BITS, MAX_RSA_BITS = 2048, 4096
 DEFAULT_PREFIX = "mo"
 DEFAULT_GRACE_DAYS = 7
@@ -366,9 +365,12 @@ class KeyStore:
         """The keys whose records DNS must carry (what ``dns sync`` publishes)."""
         return [k for k in self.keys(domain) if self.is_published(k, now)]
 
-    def signing(self, domain: str) -> list[DkimKey]:
-        """The active keys: the ones that sign."""
-        return [k for k in self.keys(domain) if k.state == "active"]
+    def signing(self, domain: str | None = None) -> list[DkimKey]:
+        """The keys that sign (:func:`mailops.dkim.signing.signing_keys`: the newest active key per algorithm)."""
+        return signing_keys(self.keys(domain))
+
+    def is_signing(self, key: DkimKey) -> bool:
+        return any(k.selector == key.selector for k in self.signing(key.domain))
 
     # ---- writing
 

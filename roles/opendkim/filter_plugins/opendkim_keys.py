@@ -2,31 +2,22 @@
 
 * ``opendkim_key_problems(keys, keystore)``: what is wrong with key store
   entries (unsafe selector or path, unknown algorithm/state, key file missing).
-* ``opendkim_signing_keys(keys)``: the keys that sign: for each (domain,
-  algorithm) the newest ACTIVE key (by ``activated``, then ``created``).
-  Pending keys are installed but never sign; retired keys are not installed.
+* ``opendkim_signing_keys(keys)``: the keys that sign, by the rule the key
+  store uses (:func:`mailops.dkim.signing.signing_keys`: for each domain and
+  algorithm the newest active key).  Pending keys are installed but never
+  sign; retired keys are not installed.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
+
+# The controller runs Ansible from the venv mailops is installed in.
+from mailops.dkim.signing import ALGORITHMS, STATES, signing_keys
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _DOMAIN = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
-ALGORITHMS = ("rsa", "ed25519")
-STATES = ("pending", "active", "retired")
-
-
-def _when(value) -> datetime:
-    if not value:
-        return datetime.min.replace(tzinfo=timezone.utc)
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.min.replace(tzinfo=timezone.utc)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def opendkim_key_problems(keys, keystore="") -> list[str]:
@@ -58,15 +49,7 @@ def opendkim_key_problems(keys, keystore="") -> list[str]:
 
 
 def opendkim_signing_keys(keys) -> list[dict]:
-    newest: dict[tuple, dict] = {}
-    for key in keys or []:
-        if key.get("state") != "active":
-            continue
-        group = (key["domain"], key.get("algorithm"))
-        rank = (_when(key.get("activated")), _when(key.get("created")), key["selector"])
-        if group not in newest or rank > newest[group][0]:
-            newest[group] = (rank, key)
-    return [key for _, (_, key) in sorted(newest.items(), key=lambda kv: (kv[0][0], kv[0][1] != "rsa"))]
+    return signing_keys(keys)
 
 
 class FilterModule:
