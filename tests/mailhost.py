@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -18,9 +17,7 @@ import yaml
 
 from mailops.lab import core, dns as labdns
 from tests.conftest import missing_prerequisite, require_lab_prerequisites
-
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
+from tests.helpers import HOSTS, ROOT, SETTINGS, VENV_BIN, venv_env, write_yaml
 
 
 def ensure_lab_vps(lab_cfg, number: int) -> None:
@@ -104,17 +101,16 @@ class MailHost:
         if publish_dns:  # tests that probe by address leave the shared shop.test zone alone
             publish_host_dns(lab_cfg, number, self.fqdn, self.keys)
         self.inv = work / "inventory"
-        (self.inv / "group_vars" / "all").mkdir(parents=True)
-        (self.inv / "secrets").mkdir()
+        (self.inv / "secrets").mkdir(parents=True)
         ssh = lab_cfg.state_dir / "ssh"
-        (self.inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {"mailhosts": {"hosts": {
+        write_yaml(self.inv / HOSTS, {"all": {"children": {"mailhosts": {"hosts": {
             self.fqdn: {
                 "ansible_host": self.ipv4, "ansible_user": "root",
                 "ansible_ssh_private_key_file": str(ssh / "id_ed25519"),
                 "ansible_ssh_common_args": f"-o UserKnownHostsFile={ssh / 'known_hosts'} "
                                            "-o StrictHostKeyChecking=yes",
                 "ansible_python_interpreter": "/usr/bin/python3",
-                "mailops_ipv4": self.ipv4, "mailops_ipv6": self.ipv6}}}}}}))
+                "mailops_ipv4": self.ipv4, "mailops_ipv6": self.ipv6}}}}}})
         vars_ = {
             "mailops_dkim_keystore": str(work / "keys"),
             "mailops_apt_proxy": f"http://{lab_cfg.gateway_ipv4}:3142",
@@ -144,12 +140,11 @@ class MailHost:
                  "loop": [{"name": "fullchain.pem", "mode": "0644"}, {"name": "privkey.pem", "mode": "0600"}]},
             ],
             "roles": list(roles)}]))
-        self.env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_PIPELINING="True",
-                        ANSIBLE_NOCOLOR="1", PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-                        **(env or {}))
+        self.env = venv_env(ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_PIPELINING="True", ANSIBLE_NOCOLOR="1",
+                            **(env or {}))
 
     def write_group_vars(self, vars_: dict) -> None:
-        (self.inv / "group_vars" / "all" / "mailops.yml").write_text(yaml.safe_dump(vars_))
+        write_yaml(self.inv / SETTINGS, vars_)
 
     def converge(self, *extra: str) -> tuple[str, dict]:
         proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(self.inv), str(self.playbook), *extra],

@@ -11,17 +11,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from mailops.lab import core
 from tests.conftest import require_lab_prerequisites
+from tests.helpers import mailops
 
 pytestmark = pytest.mark.lab
 
-MAILOPS = str(Path(sys.executable).parent / "mailops")
 # wide output so the summary table keeps one row per step
 ENV = dict(os.environ, COLUMNS="250", TERM="dumb")
 STEPS = ("lab up", "ssh into a fresh VPS", "resolve through the lab DNS", "deliver to the receiving host",
@@ -30,10 +28,7 @@ STEPS = ("lab up", "ssh into a fresh VPS", "resolve through the lab DNS", "deliv
 
 
 def _demo() -> subprocess.CompletedProcess:
-    proc = subprocess.run([MAILOPS, "demo"], capture_output=True, text=True, timeout=1500,
-                          env=ENV)
-    assert proc.returncode == 0, f"mailops demo failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    return mailops("demo", timeout=1500, env=ENV)
 
 
 def _summary(out: str) -> dict[str, str]:
@@ -97,8 +92,7 @@ def test_a_failing_step_is_named_with_its_reason(lab, lab_cfg, tmp_path):
     saved = token.read_text()
     token.write_text("not-the-token\n")
     try:
-        proc = subprocess.run([MAILOPS, "demo"], capture_output=True, text=True, timeout=900,
-                              env=ENV)
+        proc = mailops("demo", check=False, timeout=900, env=ENV)
     finally:
         token.write_text(saved)
     assert proc.returncode == 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import socket
 import stat
 import threading
@@ -36,9 +35,8 @@ from mailops.dkim import dnscheck, store as store_mod
 from mailops.dkim.dnscheck import LookupFailed
 from mailops.dkim.store import KeyStore
 from mailops.errors import MailopsError
+from tests.helpers import SETTINGS, copy_inventory, replace_text
 
-REPO = Path(__file__).resolve().parents[1]
-LAB_INVENTORY = REPO / "inventories" / "lab"
 T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 BOTH = {"algorithms": ["rsa", "ed25519"]}
 FIELDS = ["domain", "selector", "algorithm", "bits", "state", "created", "activated", "retired",
@@ -461,13 +459,9 @@ def test_published_value_rejects_non_ip_nameserver():
 @pytest.fixture
 def inventory(tmp_path) -> Path:
     """A copy of the lab inventory whose key store is in tmp_path."""
-    inv = tmp_path / "inv"
-    shutil.copytree(LAB_INVENTORY, inv)
-    conf = inv / "group_vars" / "all" / "mailops.yml"
-    text = conf.read_text()
-    assert "mailops_dkim_keystore: /var/lib/mailops/lab/dkim" in text
-    conf.write_text(text.replace("mailops_dkim_keystore: /var/lib/mailops/lab/dkim",
-                                 f"mailops_dkim_keystore: {tmp_path / 'keys'}"))
+    inv = copy_inventory(tmp_path / "inv")
+    replace_text(inv / SETTINGS, "mailops_dkim_keystore: /var/lib/mailops/lab/dkim",
+                 f"mailops_dkim_keystore: {tmp_path / 'keys'}")
     return inv
 
 

@@ -1,4 +1,4 @@
-"""Issue 4: `mailops dns plan | sync` against the lab's real BIND (RFC 2136) and the
+"""DNS publishing: `mailops dns plan | sync` against the lab's real BIND (RFC 2136) and the
 Cloudflare API emulator the lab serves (mirrored into the same BIND), plus PTRs.
 
 Every record is checked the way a receiver sees it: resolved through the lab's
@@ -7,9 +7,6 @@ authoritative server."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import dns.message
@@ -17,7 +14,6 @@ import dns.query
 import dns.rdatatype
 import dns.resolver
 import pytest
-import yaml
 
 from mailops.dkim.store import KeyStore
 from mailops.dns.desired import desired_state
@@ -29,21 +25,12 @@ from mailops.dns.sync import DnsReader, Providers, apply_plan, make_plan
 from mailops.errors import MailopsError
 from mailops.inventory import load_inventory
 from mailops.lab import core, dns as labdns
+from tests.helpers import copy_inventory, mailops, replace_text
 
 pytestmark = pytest.mark.lab
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 GW = "198.51.100.1"
 CF_API = f"http://{GW}:8787/client/v4"
-
-
-def mailops(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(VENV_BIN / "mailops"), *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          stdin=subprocess.DEVNULL)
-    if check:
-        assert proc.returncode == 0, f"mailops {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def resolve(name: str, rtype: str) -> list:
@@ -100,21 +87,14 @@ def wipe(lab_cfg) -> None:
 
 @pytest.fixture(scope="module")
 def inv_dir(lab, tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("inv") / "lab"
-    shutil.copytree(ROOT / "inventories" / "lab", dest)
+    dest = copy_inventory(tmp_path_factory.mktemp("inv") / "lab")
     mailops("dkim", "generate", "--all", "-i", str(dest))
     return dest
 
 
 def variant(inv_dir: Path, tmp_path: Path, edit) -> Path:
     """A copy of the inventory with group_vars/all edited by ``edit(dict)``."""
-    dest = tmp_path / "variant"
-    shutil.copytree(inv_dir, dest)
-    gv = dest / "group_vars" / "all" / "mailops.yml"
-    data = yaml.safe_load(gv.read_text())
-    edit(data)
-    gv.write_text(yaml.safe_dump(data))
-    return dest
+    return copy_inventory(tmp_path / "variant", inv_dir, settings=edit)
 
 
 @pytest.fixture(scope="module")
@@ -229,10 +209,9 @@ def test_conflicting_record_is_reported_not_overwritten_unless_forced(synced, la
 
 
 def test_threshold_breach_refuses_the_whole_plan_without_force(synced, inv_dir, tmp_path):
-    moved = tmp_path / "moved"
-    shutil.copytree(inv_dir, moved)
-    hosts = moved / "hosts.yml"
-    hosts.write_text(hosts.read_text().replace("198.51.100.11", "198.51.100.61").replace("51::11", "51::61"))
+    moved = copy_inventory(tmp_path / "moved", inv_dir)
+    replace_text(moved / "hosts.yml", "198.51.100.11", "198.51.100.61")
+    replace_text(moved / "hosts.yml", "51::11", "51::61")
     proc = mailops("dns", "sync", "--apply", "-i", str(moved), check=False)
     assert proc.returncode == 1
     assert "safety threshold" in proc.stderr and "--force" in proc.stderr and "Traceback" not in proc.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +24,10 @@ from mailops.inventory import (
 )
 from mailops.inventory.problems import render_path
 from mailops.inventory.secrets import resolve
+from tests.helpers import HOSTS, LAB_INVENTORY as LAB, ROOT as REPO, SETTINGS as MAILOPS, VENV_BIN, copy_inventory, \
+    replace_text
 
-REPO = Path(__file__).resolve().parents[1]
-LAB = REPO / "inventories" / "lab"
 EXAMPLE = REPO / "inventories" / "example"
-VENV_BIN = Path(sys.executable).parent
-HOSTS = "hosts.yml"
-MAILOPS = "group_vars/all/mailops.yml"
 SHAPE = re.compile(r"^[^\n]+?(:\d+)?: [^\n]+: [^\n]+$")
 
 
@@ -39,15 +35,11 @@ SHAPE = re.compile(r"^[^\n]+?(:\d+)?: [^\n]+: [^\n]+$")
 def inv(tmp_path, monkeypatch):
     """A copy of the lab inventory at ./inv, with the cwd at its parent."""
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(LAB, tmp_path / "inv")
-    return tmp_path / "inv"
+    return copy_inventory(tmp_path / "inv")
 
 
 def edit(inv: Path, file: str, old: str, new: str) -> None:
-    path = inv / file
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {file}"
-    path.write_text(text.replace(old, new, 1))
+    replace_text(inv / file, old, new, count=1)
 
 
 # --- clean inventories -------------------------------------------------------

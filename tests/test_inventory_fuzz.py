@@ -14,10 +14,8 @@ from hypothesis import strategies as st
 
 from mailops.inventory import Problem, check_inventory
 from mailops.inventory.model import GLOBAL_VARS, HOST_VARS
+from tests.helpers import HOSTS, LAB_INVENTORY as LAB, SETTINGS as MAILOPS, copy_inventory
 
-LAB = Path(__file__).resolve().parents[1] / "inventories" / "lab"
-HOSTS = "hosts.yml"
-MAILOPS = "group_vars/all/mailops.yml"
 LAB_TEXT = {name: (LAB / name).read_text() for name in (HOSTS, MAILOPS)}
 SHAPE = re.compile(r"^[^\n]+?(:\d+)?: [^\n]+: [^\n]+$")
 
@@ -38,7 +36,7 @@ data = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4)
 def check_files(files: dict[str, bytes]) -> list[Problem]:
     root = Path(tempfile.mkdtemp(prefix="mo-fuzz-"))
     try:
-        shutil.copytree(LAB, root / "inv")
+        copy_inventory(root / "inv")
         for name, content in files.items():
             (root / "inv" / name).write_bytes(content)
         problems = check_inventory(root / "inv")

@@ -18,6 +18,7 @@ import pytest
 
 from mailops.lab import core, dns as labdns, receiver
 from mailops.lab.config import LabConfig
+from tests.helpers import mailops
 
 pytestmark = pytest.mark.lab
 
@@ -41,8 +42,7 @@ def test_status_reports_every_machine_and_service(lab, lab_cfg):
     assert {s["state"] for s in st["services"]} == {"running"}
     assert st["network"]["present"] and st["network"]["firewall"]
     # and through the CLI, as JSON
-    out = subprocess.run([sys.executable, "-m", "mailops.cli", "lab", "status", "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = mailops("lab", "status", "--json").stdout
     data = json.loads(out)
     assert {"mx", "vps1"} <= {m["name"] for m in data["machines"]}
 

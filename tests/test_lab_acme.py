@@ -30,8 +30,8 @@ from mailops.lab import acme, core
 from mailops.lab import dns as labdns
 from mailops.lab.system import pid_alive, wait_tcp
 from tests.conftest import IN_CI, missing_prerequisite, require_lab_prerequisites
+from tests.helpers import ROOT as REPO, VENV_BIN
 
-REPO = Path(__file__).resolve().parent.parent
 # Ports for the tests' own pebble: not the lab's 14000/15000, which a pebble
 # started by `mailops lab up` may hold (gateway-local traffic needs no firewall rule).
 TEST_PORT, TEST_MGMT_PORT = 14001, 15001
@@ -153,7 +153,7 @@ def _cmdline(pid: str) -> str:
 
 
 def _tool(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    found = shutil.which(name, path=str(VENV_BIN)) or shutil.which(name)
     if not found:
         missing_prerequisite(f"{name} is not installed")
     return found
@@ -238,7 +238,7 @@ def test_tls_role_obtains_a_lab_certificate(lab, lab_cfg, lab_pebble, tmp_path):
             - tls
         """))
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_PIPELINING="1", PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+               ANSIBLE_PIPELINING="1", PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
 
     rc, stats, out = _converge(playbook, inventory, env, "--check", "--diff")
     assert rc == 0, f"check run failed:\n{out}"

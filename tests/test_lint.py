@@ -2,14 +2,12 @@
 
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, VENV_BIN
 
 
 def test_ansible_lint_production_profile():
-    lint = shutil.which("ansible-lint", path=str(Path(sys.executable).parent))
+    lint = shutil.which("ansible-lint", path=str(VENV_BIN))
     assert lint, "ansible-lint is a test dependency (pip install -e '.[test]')"
     proc = subprocess.run([lint, "--profile", "production", "--offline", "--nocolor", "roles", "playbooks"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)

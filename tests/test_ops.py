@@ -14,22 +14,20 @@ import csv
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from mailops.lab import core
+from tests.helpers import mailops
 from tests.mailhost import MailHost, ensure_lab_vps, new_password
 
 pytestmark = pytest.mark.lab
 
 VPS = os.environ.get("MAILOPS_TEST_OPS_VPS", "vps4")
 NUMBER = int(VPS.removeprefix("vps"))
-MAILOPS = [str(Path(sys.executable).parent / "mailops")]
 DELIVERED = [f"ok-{i}@inbox.test" for i in (1, 2, 3)]
 DEFERRED = [f"defer-{i}@inbox.test" for i in (1, 2)]
 BOUNCED = [f"bounce-{i}@inbox.test" for i in (1, 2)]
@@ -100,11 +98,7 @@ def wait_for_log(host: MailHost, ready, what: str, timeout: float = 60) -> None:
 
 
 def cli(host: MailHost, *args: str, input: str | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(MAILOPS + list(args) + ["-i", str(host.inv)], capture_output=True, text=True,
-                          input=input, timeout=180)
-    if ok:
-        assert proc.returncode == 0, f"mailops {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}"
-    return proc
+    return mailops(*args, "-i", str(host.inv), input=input, check=ok, timeout=180)
 
 
 def test_queue_shows_the_deferred_messages_by_domain_and_reason(ops):

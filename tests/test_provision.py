@@ -1,4 +1,4 @@
-"""Issue 3 end to end: a fresh lab VPS becomes a hardened sending server.
+"""Provisioning end to end: a fresh lab VPS becomes a hardened sending server.
 
 Everything is real: the CLI converges vps1 through ansible-runner, the checks
 are the shipped testinfra suite, mail goes out through Postfix + OpenDKIM to
@@ -7,7 +7,6 @@ the lab's receiving host, which verifies DKIM, SPF and DMARC."""
 from __future__ import annotations
 
 import json
-import os
 import smtplib
 import ssl
 import subprocess
@@ -23,21 +22,12 @@ import pytest
 
 from mailops.inventory import load_inventory
 from mailops.lab import core, receiver
+from tests.helpers import LAB_INVENTORY as INVENTORY, ROOT, SETTINGS, VENV_BIN, copy_inventory, mailops, \
+    replace_text, venv_env
 
 pytestmark = pytest.mark.lab
 
-ROOT = Path(__file__).resolve().parent.parent
-INVENTORY = ROOT / "inventories" / "lab"
 HOST = "mta1.shop.test"
-VENV_BIN = Path(sys.executable).parent
-
-
-def mailops(*args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(VENV_BIN / "mailops"), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
-    if check:
-        assert proc.returncode == 0, f"mailops {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def keystore():
@@ -125,7 +115,7 @@ def test_check_mode_reports_nothing_to_change(provisioned):
 
 
 def test_plain_ansible_playbook_converges_the_same_inventory(provisioned):
-    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    env = venv_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
     proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "inventories/lab", "playbooks/site.yml"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -134,8 +124,8 @@ def test_plain_ansible_playbook_converges_the_same_inventory(provisioned):
 
 
 def test_shipped_testinfra_suite_passes(provisioned):
-    env = dict(os.environ, PATH=f"{VENV_BIN}:{os.environ['PATH']}", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-               MAILOPS_ACME_ROOTS_FILE="/var/lib/mailops/lab/acme/issuing-roots.pem")
+    env = venv_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+                   MAILOPS_ACME_ROOTS_FILE="/var/lib/mailops/lab/acme/issuing-roots.pem")
     # run from / : the checks are found in the installed package, not through the test tree
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs", "mailops.checks",
                            f"--hosts=ansible://{HOST}", f"--ansible-inventory={INVENTORY}"],
@@ -159,12 +149,9 @@ def test_host_key_mismatch_is_refused(provisioned, lab_cfg, tmp_path):
 
 
 def test_preflight_refuses_blocked_port_25(provisioned, tmp_path):
-    import shutil
-    inv = tmp_path / "inv"
-    shutil.copytree(INVENTORY, inv)
-    conf = inv / "group_vars/all/mailops.yml"
+    inv = copy_inventory(tmp_path / "inv")
     # the lab gateway answers nothing on 25 (its firewall drops it): like a provider's block
-    conf.write_text(conf.read_text().replace("mailops_smtp_probe: mx.inbox.test", "mailops_smtp_probe: gw.lab.test"))
+    replace_text(inv / SETTINGS, "mailops_smtp_probe: mx.inbox.test", "mailops_smtp_probe: gw.lab.test")
     proc = mailops("provision", "new-vps", HOST, "-i", str(inv), check=False)
     assert proc.returncode == 1
     assert "pre-flight check 'outbound port 25' failed" in proc.stderr and "Traceback" not in proc.stderr

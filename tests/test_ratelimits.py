@@ -28,10 +28,9 @@ from mailops.ratelimits import (
     transport_name,
     warmup_allowance,
 )
+from tests.helpers import LAB_INVENTORY, ROOT as REPO, SETTINGS, VENV_BIN, copy_inventory
 
-REPO = Path(__file__).resolve().parents[1]
 DAEMON = REPO / "roles" / "policyd" / "files" / "mailops-policyd"
-VENV_BIN = Path(sys.executable).parent
 
 
 def _load(name: str, path: Path):
@@ -91,17 +90,15 @@ def test_submission_user_rate_limit_and_rate_limits():
 
 
 def _lab_copy(tmp_path, monkeypatch) -> Path:
-    import shutil
     monkeypatch.chdir(tmp_path)
-    shutil.copytree(REPO / "inventories" / "lab", tmp_path / "inv")
-    return tmp_path / "inv"
+    return copy_inventory(tmp_path / "inv")
 
 
 def test_inventory_accepts_a_window_and_reports_both_forms_in_one_line(tmp_path, monkeypatch):
     from mailops.inventory import check_inventory, load_inventory
 
     inv = _lab_copy(tmp_path, monkeypatch)
-    path = inv / "group_vars" / "all" / "mailops.yml"
+    path = inv / SETTINGS
     text = path.read_text()
     assert "    messages_per_hour: 500\n" in text
     path.write_text(text.replace("    messages_per_hour: 500\n", "    messages: 3\n    window: 10s\n"))
@@ -234,7 +231,7 @@ def _render(inventory: Path, tmp_path: Path) -> dict:
 
 
 def test_lab_inventory_renders_transports_and_policy(tmp_path):
-    got = _render(REPO / "inventories" / "lab", tmp_path)
+    got = _render(LAB_INVENTORY, tmp_path)
     assert got["main"]["transport_maps"] == "texthash:/etc/postfix/transport_rate_limits"
     assert got["main"]["rl_gmail_com_destination_rate_delay"] == "1s"
     assert got["main"]["rl_outlook_com_destination_rate_delay"] == "2s"  # max(2s, 60/30)
@@ -250,10 +247,8 @@ def test_lab_inventory_renders_transports_and_policy(tmp_path):
 
 
 def test_inventory_without_limits_renders_nothing(tmp_path):
-    inv = tmp_path / "inv"
-    import shutil
-    shutil.copytree(REPO / "inventories" / "lab", inv)
-    path = inv / "group_vars" / "all" / "mailops.yml"
+    inv = copy_inventory(tmp_path / "inv")
+    path = inv / SETTINGS
     path.write_text(path.read_text().split("mailops_rate_limits:")[0])
     got = _render(inv, tmp_path)
     assert got["main"] == {} and got["services"] == [] and got["eod"] == {}

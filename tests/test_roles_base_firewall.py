@@ -14,17 +14,15 @@ import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from mailops.lab import core
 from tests.conftest import require_lab_prerequisites
+from tests.helpers import ROOT as REPO, VENV_BIN, venv_env
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)", re.MULTILINE)
 
@@ -58,9 +56,8 @@ mailops_ipv4={vps.ipv4} mailops_ipv6={vps.ipv6}
           hosts: mailhosts
           roles: [base, firewall]
         """))
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_PIPELINING="1",
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",
-               PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = venv_env(ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_PIPELINING="1",
+                   ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0")
     return {"name": name, "fqdn": fqdn, "inventory": inventory, "playbook": playbook, "env": env}
 
 

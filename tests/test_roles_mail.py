@@ -20,17 +20,15 @@ import sys
 import time
 import uuid
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 
 from mailops.lab import core, receiver
+from tests.helpers import venv_env
 from tests.mailhost import MailHost, ensure_lab_vps
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 VPS = os.environ.get("MAILOPS_TEST_VPS", "vps3")
 ALICE_PW = "alice-" + uuid.uuid4().hex[:12]
 BOB_PW = "bob-" + uuid.uuid4().hex[:12]
@@ -164,7 +162,7 @@ def test_nothing_leaves_unsigned_when_opendkim_is_down(converged, lab_cfg):
 
 
 def test_testinfra_checks_pass(converged):
-    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = venv_env()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
          "mailops.checks.test_postfix", "mailops.checks.test_sasl", "mailops.checks.test_opendkim",

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -48,29 +46,20 @@ import dns.query
 import dns.rdatatype
 import dns.zone
 import pytest
-import yaml
 
 from mailops.dns.desired import mta_sts_policy
 from mailops.lab import core, dns as labdns
 from mailops.lab.config import LabConfig
+from tests.helpers import ROOT, VENV_BIN, copy_inventory, mailops, venv_env
 
 pytestmark = pytest.mark.lab
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 VPS = "vps2"
 IPV4, IPV6 = "198.51.100.12", "2001:db8:51::12"
 ZONE = "lab.test"
 REGISTRY = f"_mailops-owner.{ZONE}."
 ROOTS = Path("/var/lib/mailops/lab/acme/issuing-roots.pem")
 POLICY_PATH = "/.well-known/mta-sts.txt"
-
-
-def mailops(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(VENV_BIN / "mailops"), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT)
-    assert proc.returncode == 0, f"mailops {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 def converge(inv: Path, *extra: str) -> dict:
@@ -83,8 +72,7 @@ def converge(inv: Path, *extra: str) -> dict:
 
 def playbook(inv: Path, *args: str) -> str:
     """Plain ansible-playbook on site.yml (to pass extra variables, which `provision apply` does not)."""
-    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-               ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env = venv_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inv), "playbooks/site.yml", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -166,32 +154,28 @@ def served(lab, tmp_path_factory):
     domain = f"mts{rand}.{ZONE}"
     fqdn = f"mta.{domain}"
     work = tmp_path_factory.mktemp("mta-sts")
-    inv = work / "inventory"
-    shutil.copytree(ROOT / "inventories" / "lab", inv)
 
-    hosts_file = inv / "hosts.yml"
-    hosts = yaml.safe_load(hosts_file.read_text())
-    mailhosts = hosts["all"]["children"]["mailhosts"]
-    template = next(iter(mailhosts["hosts"].values()))
-    mailhosts["hosts"] = {fqdn: {
-        "ansible_host": IPV4, "ansible_user": template.get("ansible_user", "root"),
-        "ansible_ssh_private_key_file": template["ansible_ssh_private_key_file"],
-        "mailops_ipv4": IPV4, "mailops_ipv6": IPV6}}  # no reverse DNS provider: vps2's PTRs stay as they are
-    hosts_file.write_text(yaml.safe_dump(hosts, sort_keys=False))
+    def hosts(d):
+        mailhosts = d["all"]["children"]["mailhosts"]
+        template = next(iter(mailhosts["hosts"].values()))
+        mailhosts["hosts"] = {fqdn: {
+            "ansible_host": IPV4, "ansible_user": template.get("ansible_user", "root"),
+            "ansible_ssh_private_key_file": template["ansible_ssh_private_key_file"],
+            "mailops_ipv4": IPV4, "mailops_ipv6": IPV6}}  # no reverse DNS provider: vps2's PTRs stay as they are
 
-    settings_file = inv / "group_vars" / "all" / "mailops.yml"
-    settings = yaml.safe_load(settings_file.read_text())
-    provider = dict(settings["mailops_dns_providers"]["lab-rfc2136"], zones=[ZONE])
+    def settings(d):
+        provider = dict(d["mailops_dns_providers"]["lab-rfc2136"], zones=[ZONE])
+        d.update({
+            "mailops_dns_owner": f"mts{rand}",  # its own registry in lab.test: others' records stay out of reach
+            "mailops_dkim_keystore": str(work / "keys"),
+            "mailops_domains": {domain: {"dns_provider": "lab-rfc2136", "mta_sts": {"mode": "enforce"}}},
+            "mailops_dns_providers": {"lab-rfc2136": provider},
+            "mailops_submission_users": [{"login": f"tester@{domain}",
+                                          "password": {"file": str(work / "tester.password")}}],
+        })
+
     (work / "tester.password").write_text(uuid.uuid4().hex + "\n")
-    settings.update({
-        "mailops_dns_owner": f"mts{rand}",  # its own registry in lab.test: others' records stay out of reach
-        "mailops_dkim_keystore": str(work / "keys"),
-        "mailops_domains": {domain: {"dns_provider": "lab-rfc2136", "mta_sts": {"mode": "enforce"}}},
-        "mailops_dns_providers": {"lab-rfc2136": provider},
-        "mailops_submission_users": [{"login": f"tester@{domain}",
-                                      "password": {"file": str(work / "tester.password")}}],
-    })
-    settings_file.write_text(yaml.safe_dump(settings, sort_keys=False))
+    inv = copy_inventory(work / "inventory", hosts=hosts, settings=settings)
 
     dcfg = core.dns_config(cfg)
     ctx = {"cfg": cfg, "inv": work / "inventory", "work": work, "domain": domain, "fqdn": fqdn,
@@ -289,8 +273,7 @@ def test_firewall_opens_443(served):
 
 def test_shipped_firewall_and_tls_checks_pass(served):
     """mailops.checks expects 443 open on a host serving a policy, and the certificate to verify."""
-    env = dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-               ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), MAILOPS_ACME_ROOTS_FILE=str(ROOTS))
+    env = venv_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), MAILOPS_ACME_ROOTS_FILE=str(ROOTS))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
                            "mailops.checks.test_firewall", "mailops.checks.test_tls",
                            f"--hosts=ansible://{served['fqdn']}", f"--ansible-inventory={served['inv']}"],

@@ -1,4 +1,4 @@
-"""Issue 5: `mailops verify` on the converged lab is all green, and names each broken thing.
+"""Verification: `mailops verify` on the converged lab is all green, and names each broken thing.
 
 vps1 (mta1.shop.test) is converged from the lab inventory; records are published
 with `dns sync`.  Each negative test breaks one thing on the real server or in
@@ -7,29 +7,17 @@ the real DNS, runs the CLI, and repairs it the way the printed fix says."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
 from mailops.lab import core, dns as labdns
 from mailops.lab.config import LabConfig
+from tests.helpers import mailops
 
 pytestmark = pytest.mark.lab
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 HOST = "mta1.shop.test"
-
-
-def mailops(*args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(VENV_BIN / "mailops"), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, stdin=subprocess.DEVNULL)
-    if check:
-        assert proc.returncode == 0, f"mailops {' '.join(args)} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
-    return proc
 
 
 def verify(*args: str) -> tuple[int, dict]:

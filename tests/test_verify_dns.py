@@ -16,11 +16,8 @@ import datetime
 import ipaddress
 import http.server
 import secrets
-import shutil
 import socketserver
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,7 +27,6 @@ import dns.message
 import dns.query
 import dns.rdatatype
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -50,10 +46,9 @@ from mailops.dns.kinds.mta_sts import PolicyFetchError, fetch_mta_sts_policy, pa
 from mailops.dns.kinds.spf import SpfError, SpfEvaluation, parse_spf
 from mailops.verify.dnsbl import decode_dnsbl, dnsbl_query_name
 from mailops.verify.dnschecks import check_domains, check_hosts
+from tests.helpers import copy_inventory, mailops
 
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 GW = "198.51.100.1"
 LAB_ADDR4, LAB_ADDR6 = "198.51.100.19", "2001:db8:51::19"
 
@@ -440,19 +435,6 @@ def test_ehlo_name_must_equal_the_ptr_name(smtp_server):
 
 # --- lab ---------------------------------------------------------------------------------
 
-def mailops(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([str(VENV_BIN / "mailops"), *args], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, f"mailops {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def edit_yaml(path: Path, edit) -> None:
-    data = yaml.safe_load(path.read_text())
-    edit(data)
-    path.write_text(yaml.safe_dump(data))
-
-
 def lab_resolve(name: str, rtype: str) -> list:
     resp = dns.query.udp(dns.message.make_query(name, rtype), GW, timeout=3)
     return [rd for rrset in resp.answer if rrset.rdtype == dns.rdatatype.from_text(rtype) for rd in rrset]
@@ -465,7 +447,6 @@ def site(lab, lab_cfg, tmp_path_factory):
     domain, fqdn = f"{label}.lab.test", f"mta.{label}.lab.test"
     base = tmp_path_factory.mktemp("verify-dns")
     inv_dir = base / "lab"
-    shutil.copytree(ROOT / "inventories" / "lab", inv_dir)
 
     def settings(d):
         d["mailops_dkim_keystore"] = str(base / "dkim")
@@ -481,8 +462,7 @@ def site(lab, lab_cfg, tmp_path_factory):
         d["all"]["children"]["mailhosts"]["hosts"] = {fqdn: {
             "ansible_host": LAB_ADDR4, "mailops_ipv4": LAB_ADDR4, "mailops_ipv6": LAB_ADDR6,
             "mailops_reverse_dns_provider": "lab-reverse"}}
-    edit_yaml(inv_dir / "group_vars" / "all" / "mailops.yml", settings)
-    edit_yaml(inv_dir / "hosts.yml", hosts)
+    copy_inventory(inv_dir, settings=settings, hosts=hosts)
     dcfg = core.dns_config(lab_cfg)
     s = SimpleNamespace(label=label, domain=domain, fqdn=fqdn, inv_dir=inv_dir, dcfg=dcfg, base=base, cfg=lab_cfg)
     try:
@@ -618,10 +598,8 @@ def test_dnsbl_listings_fail_and_error_codes_are_inconclusive(site):
 
 @pytest.mark.lab  # publishes into the lab BIND
 def test_unreachable_resolver_is_inconclusive_not_fail_and_bounded(site, tmp_path):
-    dead = tmp_path / "dead"
-    shutil.copytree(site.inv_dir, dead)
-    edit_yaml(dead / "group_vars" / "all" / "mailops.yml",
-              lambda d: d.update(mailops_dns_resolvers=["198.51.100.250"]))  # nothing answers there
+    dead = copy_inventory(tmp_path / "dead", site.inv_dir,
+                          settings=lambda d: d.update(mailops_dns_resolvers=["198.51.100.250"]))  # nothing answers there
     inv, problems = load_inventory(str(dead))
     assert not problems
     started = time.monotonic()

@@ -12,7 +12,6 @@ users) but leaves DNS alone: the shop.test zone is shared and the probes connect
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -26,8 +25,6 @@ from tests.mailhost import MailHost, ensure_lab_vps
 
 pytestmark = pytest.mark.lab
 
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 VPS, FQDN = "vps3", "mta3.shop.test"
 IPV4, IPV6 = "198.51.100.13", "2001:db8:51::13"
 USERS = [("alice@shop.test", "alice-" + uuid.uuid4().hex[:12]), ("bob@shop.test", "bob-" + uuid.uuid4().hex[:12])]
