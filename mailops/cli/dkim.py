@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from mailops.cli.base import MailopsGroup, inventory_option
+from mailops.dkim.activation import activate as activate_domain
+from mailops.dkim.activation import sending_domain
 from mailops.dkim.store import DkimKey, KeyStore, parse_time
-from mailops.errors import MailopsError
 from mailops.inventory import load
 
 @click.group(cls=MailopsGroup)
@@ -29,15 +30,6 @@ def _console() -> Console:
     if not console.is_terminal:  # pipes and captured output: do not squeeze the table into 80 columns
         console = Console(width=200)
     return console
-
-
-def _domain(inv, domain: str) -> str:
-    name = domain.strip().lower().rstrip(".")
-    if name not in inv.domains:
-        known = ", ".join(sorted(inv.domains)) or "none"
-        raise MailopsError(f"{domain} is not a sending domain of inventory {inv.path} "
-                           f"(mailops_domains: {known}); add it there or pick one of those")
-    return name
 
 
 def _short(stamp: str | None) -> str:
@@ -82,7 +74,7 @@ def generate(domains: tuple[str, ...], all_domains: bool, inventory_name: str) -
         raise click.UsageError("name one or more DOMAINs, or pass --all (not both)")
     inv = load(inventory_name)
     store = KeyStore.for_inventory(inv)
-    names = sorted(inv.domains) if all_domains else [_domain(inv, d) for d in domains]
+    names = sorted(inv.domains) if all_domains else [sending_domain(inv, d) for d in domains]
     console = _console()
     created: list[DkimKey] = []
     for name in names:
@@ -132,7 +124,7 @@ def rotate(domain: str, inventory_name: str) -> None:
     """Create new pending key(s) for DOMAIN, to publish and then activate."""
     inv = load(inventory_name)
     store = KeyStore.for_inventory(inv)
-    name = _domain(inv, domain)
+    name = sending_domain(inv, domain)
     created = store.rotate(name, inv.domains[name].dkim)
     console = _console()
     console.print(_keys_table(store, created, title="Created (pending)"))
@@ -158,14 +150,7 @@ def activate(domain: str, selector: str | None, nameservers: tuple[str, ...], fo
     """
     inv = load(inventory_name)
     store = KeyStore.for_inventory(inv)
-    name = _domain(inv, domain)
-    servers: list[str] | None = list(nameservers) or None
-    port = 53
-    if servers is None:
-        provider = inv.dns_providers.get(inv.domains[name].dns_provider)
-        if provider is not None and provider.type == "rfc2136":
-            servers, port = [provider.server], provider.port
-    result = store.activate(name, selector, nameservers=servers, port=port, force=force)
+    result = activate_domain(inv, domain, selector, nameservers=list(nameservers), force=force, store=store)
     console = _console()
     if result.forced:
         console.print("[bold red]warning:[/] DNS check skipped (--force)")
@@ -199,7 +184,7 @@ def retire(domain: str | None, selector: str | None, purge: bool, inventory_name
         raise click.UsageError("give DOMAIN and SELECTOR (or --purge)")
     inv = load(inventory_name)
     store = KeyStore.for_inventory(inv)
-    name = _domain(inv, domain)
+    name = sending_domain(inv, domain)
     before = store.get(name, selector)
     key = store.retire(name, selector)
     console = _console()

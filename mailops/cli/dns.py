@@ -12,7 +12,7 @@ from rich.table import Table
 from mailops.cli.base import MailopsGroup, inventory_option
 from mailops.dkim.store import KeyStore
 from mailops.dns.plan import DEFAULT_THRESHOLD
-from mailops.dns.sync import Plan, apply_plan, make_plan, readback
+from mailops.dns.sync import Plan, make_plan, sync_inventory
 from mailops.inventory import load
 
 EXIT_PENDING = 2
@@ -57,12 +57,6 @@ def show_plan(plan: Plan, console: Console) -> None:
                   f"{len(plan.ptr_changes)} PTR; {len(plan.conflicts)} conflict(s)")
 
 
-def _plan(inventory_name: str, force: bool, threshold: float):
-    inv = load(inventory_name)
-    plan, providers = make_plan(inv, KeyStore.for_inventory(inv), force=force, threshold=threshold)
-    return inv, plan, providers
-
-
 plan_options = [
     inventory_option,
     click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON."),
@@ -92,7 +86,8 @@ def dns() -> None:
 @_with_plan_options
 def plan_cmd(inventory_name: str, as_json: bool, force: bool, threshold: float, check: bool) -> None:
     """Show what `dns sync` would create, update and delete, per zone."""
-    _, plan, _ = _plan(inventory_name, force, threshold)
+    inv = load(inventory_name)
+    plan, _ = make_plan(inv, KeyStore.for_inventory(inv), force=force, threshold=threshold)
     if as_json:
         click.echo(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -106,28 +101,26 @@ def plan_cmd(inventory_name: str, as_json: bool, force: bool, threshold: float, 
 @click.option("--apply", "do_apply", is_flag=True, help="Apply the plan (otherwise only shown, or asked).")
 def sync_cmd(inventory_name: str, as_json: bool, force: bool, threshold: float, check: bool, do_apply: bool) -> None:
     """Plan, then apply with --apply (or after a yes), then read back through the provider and DNS."""
-    inv, plan, providers = _plan(inventory_name, force, threshold)
     console = _console(err=as_json)
-    if not as_json:
-        show_plan(plan, console)
-    result = {"plan": plan.to_dict(), "applied": False, "readback": []}
-    if plan.pending and not do_apply and not check and sys.stdin.isatty() and not as_json:
-        do_apply = click.confirm(f"Apply {plan.pending} change(s)?", default=False)
-    if plan.pending and do_apply:
-        apply_plan(plan, providers, on_step=lambda s: console.print(f"applying {s}"))
-        result["applied"] = True
-    elif plan.pending and not as_json:
+
+    def confirm(plan: Plan) -> bool:
+        if do_apply or check or as_json or not sys.stdin.isatty():
+            return do_apply
+        return click.confirm(f"Apply {plan.pending} change(s)?", default=False)
+
+    inv = load(inventory_name)
+    result = sync_inventory(inv, KeyStore.for_inventory(inv), force=force, threshold=threshold, confirm=confirm,
+                            on_plan=(lambda plan: None) if as_json else (lambda plan: show_plan(plan, console)),
+                            on_step=lambda step: console.print(f"applying {step}"))
+    if result.plan.pending and not result.applied and not as_json:
         console.print("nothing applied; run `mailops dns sync --apply` to apply this plan")
-    if result["applied"] or not plan.pending:
-        result["readback"] = readback(inv, plan, providers)
-        for problem in result["readback"]:
-            console.print(f"[red]read-back mismatch[/red] {problem}")
-        if not result["readback"] and not as_json:
-            console.print("read back through the provider and the authoritative servers: all records as planned")
-    result["requests"] = providers.requests()
+    for problem in result.readback:
+        console.print(f"[red]read-back mismatch[/red] {problem}")
+    if result.read_back and not result.readback and not as_json:
+        console.print("read back through the provider and the authoritative servers: all records as planned")
     if as_json:
-        click.echo(json.dumps(result, indent=2))
-    if result["readback"]:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    if result.readback:
         sys.exit(1)
-    if check and plan.pending and not result["applied"]:
+    if check and result.plan.pending and not result.applied:
         sys.exit(EXIT_PENDING)

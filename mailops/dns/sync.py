@@ -264,14 +264,43 @@ def readback(inv, plan: Plan, providers: Providers, *, attempts: int = 10, delay
     return problems
 
 
+@dataclass
+class SyncResult:
+    plan: Plan
+    providers: Providers
+    applied: bool = False
+    readback: list[str] = field(default_factory=list)  # mismatches after applying (empty: all as planned)
+    read_back: bool = False  # whether the read-back ran (not when changes were left pending)
+
+    def to_dict(self) -> dict:
+        return {"plan": self.plan.to_dict(), "applied": self.applied, "readback": self.readback,
+                "requests": self.providers.requests()}
+
+
+def sync_inventory(inv, keystore=None, *, force: bool = False, threshold: float = DEFAULT_THRESHOLD,
+                   providers: Providers | None = None, confirm: Callable[[Plan], bool] = lambda _plan: True,
+                   on_plan: Callable[[Plan], None] = lambda _plan: None,
+                   on_step: Callable[[str], None] = lambda _step: None) -> SyncResult:
+    """``dns sync``: plan, apply when ``confirm(plan)`` says so, then read back through the
+    provider and the authoritative servers (also when nothing was pending)."""
+    plan, providers = make_plan(inv, keystore, providers=providers, force=force, threshold=threshold)
+    on_plan(plan)
+    result = SyncResult(plan, providers)
+    if plan.pending and confirm(plan):
+        apply_plan(plan, providers, on_step=on_step)
+        result.applied = True
+    if result.applied or not plan.pending:
+        result.readback, result.read_back = readback(inv, plan, providers), True
+    return result
+
+
 def sync(inv, keystore=None, *, force: bool = False, threshold: float = DEFAULT_THRESHOLD,
          providers: Providers | None = None) -> dict:
     """Plan, apply and read back in one go (for the demo and scripts): returns the figures."""
-    plan, providers = make_plan(inv, keystore, providers=providers, force=force, threshold=threshold)
-    apply_plan(plan, providers)
-    problems = readback(inv, plan, providers)
+    result = sync_inventory(inv, keystore, force=force, threshold=threshold, providers=providers)
+    problems, plan = result.readback, result.plan
     if problems:
         raise MailopsError(f"DNS read-back after sync: {problems[0]}"
                            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return {"changes": plan.pending, "zones": len(plan.zones), "conflicts": plan.conflicts,
-            "warnings": plan.warnings, "requests": providers.requests()}
+            "warnings": plan.warnings, "requests": result.providers.requests()}
