@@ -41,3 +41,10 @@ def lab(lab_cfg):
     require_lab_prerequisites()
     result = core.up(lab_cfg, vps=1)
     return result
+
+
+@pytest.fixture(scope="module")
+def converged(mailhost):
+    """The module's ``mailhost`` (a tests.mailhost.MailHost the module's own fixture makes) converged
+    twice, so every test of the module starts from a converged host and can check idempotence."""
+    return mailhost.converge_twice()

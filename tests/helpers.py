@@ -72,3 +72,15 @@ def copy_inventory(dest: Path, source: Path = LAB_INVENTORY, *, settings: Callab
     if hosts is not None:
         edit_yaml(dest / HOSTS, hosts)
     return dest
+
+
+def changed_tasks(output: str) -> list[str]:
+    """The names of the tasks and handlers that reported a change in ansible-playbook output
+    (for failure messages of idempotence checks)."""
+    names, current = [], None
+    for line in output.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            current = line.split("[", 1)[1].rsplit("]", 1)[0]
+        elif line.startswith("changed:") and current:
+            names.append(current)
+    return names

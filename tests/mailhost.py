@@ -17,7 +17,7 @@ import yaml
 
 from mailops.lab import core, dns as labdns
 from tests.conftest import missing_prerequisite, require_lab_prerequisites
-from tests.helpers import HOSTS, ROOT, SETTINGS, VENV_BIN, venv_env, write_yaml
+from tests.helpers import HOSTS, ROOT, SETTINGS, VENV_BIN, changed_tasks, mailops, venv_env, write_yaml
 
 
 def ensure_lab_vps(lab_cfg, number: int) -> None:
@@ -96,6 +96,7 @@ class MailHost:
         self.fqdn = f"mta{number}.shop.test"
         self.ipv4, self.ipv6 = f"198.51.100.{10 + number}", f"2001:db8:51::{10 + number}"
         self.passwords = passwords
+        self.mx_root = core.machine_root(lab_cfg, "mx")  # the receiving host's files, mailboxes included
         self.keys = make_keystore(work / "keys", selectors)
         self_signed(work / "tls", self.fqdn)
         if publish_dns:  # tests that probe by address leave the shared shop.test zone alone
@@ -144,6 +145,7 @@ class MailHost:
                             **(env or {}))
 
     def write_group_vars(self, vars_: dict) -> None:
+        self.group_vars = vars_
         write_yaml(self.inv / SETTINGS, vars_)
 
     def converge(self, *extra: str) -> tuple[str, dict]:
@@ -157,10 +159,25 @@ class MailHost:
         stats = {k: int(v) for k, v in (part.split("=") for part in recap.split() if "=" in part)}
         return out, stats
 
+    def converge_twice(self) -> "MailHost":
+        """Converge, then converge again: ``first`` and ``second`` are the two runs' recap counts and
+        ``second_changed`` names what the second run changed (for idempotence: nothing)."""
+        _, self.first = self.converge()
+        out, self.second = self.converge()
+        self.second_changed = changed_tasks(out)
+        return self
+
     def ssh(self, script: str, timeout: float = 60) -> str:
         proc = core.ssh_run(self.lab_cfg, self.name, script, timeout=timeout)
         assert proc.returncode == 0, f"{script!r} on {self.name} failed: {proc.stderr[-1000:]}"
         return proc.stdout
+
+
+def publish_lab_inventory() -> None:
+    """The lab inventory's DKIM keys generated and its DNS records published (--force: earlier lab
+    tests write shop.test records by hand)."""
+    mailops("dkim", "generate", "--all")
+    mailops("dns", "sync", "--apply", "--force")
 
 
 def new_password(who: str) -> str:

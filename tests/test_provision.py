@@ -24,6 +24,7 @@ from mailops.inventory import load_inventory
 from mailops.lab import core, receiver
 from tests.helpers import LAB_INVENTORY as INVENTORY, ROOT, SETTINGS, VENV_BIN, copy_inventory, mailops, \
     replace_text, venv_env
+from tests.mailhost import publish_lab_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -86,10 +87,7 @@ def provisioned(lab, lab_cfg):
     pub = (core.machine_root(lab_cfg, "vps1") / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1]
     import base64, hashlib
     fp = "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(pub)).digest()).decode().rstrip("=")
-    mailops("dkim", "generate", "--all", "-i", str(INVENTORY))
-    # --force: the lab's sending zones belong to the lab inventory; take over records other
-    # tests wrote there by hand
-    mailops("dns", "sync", "--apply", "--force", "-i", str(INVENTORY))
+    publish_lab_inventory()
     t = time.monotonic()
     proc = mailops("provision", "new-vps", HOST, "-i", str(INVENTORY), "--expect-fingerprint", fp, "--json")
     first = json.loads(proc.stdout)

@@ -19,7 +19,7 @@ import pytest
 
 from mailops.lab import core
 from tests.conftest import require_lab_prerequisites
-from tests.helpers import ROOT as REPO, VENV_BIN, venv_env
+from tests.helpers import ROOT as REPO, VENV_BIN, changed_tasks, venv_env
 
 pytestmark = pytest.mark.lab
 
@@ -69,17 +69,6 @@ def run_playbook(ctx, *args: str) -> dict:
     recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"} for m in RECAP.finditer(out)}
     assert ctx["fqdn"] in recap, f"no PLAY RECAP for {ctx['fqdn']}:\n{out[-3000:]}"
     return {"stats": recap[ctx["fqdn"]], "output": out}
-
-
-def changed_tasks(output: str) -> list[str]:
-    """Names of the tasks that reported a change (for failure messages)."""
-    names, current = [], None
-    for line in output.splitlines():
-        if line.startswith(("TASK [", "RUNNING HANDLER [")):
-            current = line.split("[", 1)[1].rsplit("]", 1)[0]
-        elif line.startswith("changed:") and current:
-            names.append(current)
-    return names
 
 
 def test_converge_is_idempotent_and_checks_pass(lab_cfg, converge_env):

@@ -58,24 +58,15 @@ def mailhost(lab_cfg, tmp_path_factory):
         group_vars={"mailops_domains": {"shop.test": {"dns_provider": "lab"},
                                         "news.test": {"dns_provider": "lab", "hosts": ["someone-else.example"]}}},
         env={"MAILOPS_TEST_BOB_PW": BOB_PW})
-    return {"fqdn": host.fqdn, "ipv4": host.ipv4, "inv": host.inv, "converge": host.converge, "work": host.work,
-            "mx_root": core.machine_root(lab_cfg, "mx"), "number": number}
-
-
-@pytest.fixture(scope="module")
-def converged(mailhost):
-    _, first = mailhost["converge"]()
-    _, second = mailhost["converge"]()
-    mailhost["second"] = second
-    return mailhost
+    return host
 
 
 def test_second_converge_changes_nothing(converged):
-    assert converged["second"]["changed"] == 0, f"second converge changed {converged['second']['changed']} things"
+    assert converged.second["changed"] == 0, f"second converge changed {converged.second['changed']} things"
 
 
 def test_check_diff_on_converged_host_changes_nothing(converged):
-    _, stats = converged["converge"]("--check", "--diff")
+    _, stats = converged.converge("--check", "--diff")
     assert stats["changed"] == 0 and stats["failed"] == 0, stats
 
 
@@ -90,7 +81,7 @@ def _message(sender: str, subject: str) -> EmailMessage:
 
 def test_submitted_mail_passes_dkim_spf_dmarc_without_client_headers(converged):
     subject = "roles " + uuid.uuid4().hex[:10]
-    with smtplib.SMTP(converged["ipv4"], 587, timeout=30) as s:
+    with smtplib.SMTP(converged.ipv4, 587, timeout=30) as s:
         s.ehlo("client.example")
         assert not s.has_extn("auth"), "AUTH is offered on 587 before STARTTLS"
         s.starttls(context=_ssl_ctx())
@@ -98,7 +89,7 @@ def test_submitted_mail_passes_dkim_spf_dmarc_without_client_headers(converged):
         assert s.has_extn("auth"), "AUTH is not offered on 587 after STARTTLS"
         s.login("alice@shop.test", ALICE_PW)
         s.send_message(_message("alice@shop.test", subject))
-    got = receiver.wait_for_message(converged["mx_root"], recipient="someone@inbox.test", subject=subject, timeout=90)
+    got = receiver.wait_for_message(converged.mx_root, recipient="someone@inbox.test", subject=subject, timeout=90)
     results = " ".join(got.authentication_results)
     assert got.auth_result("dkim") == "pass", results
     assert "header.d=shop.test" in results and f"header.s={ACTIVE_SELECTOR}" in results, results
@@ -110,7 +101,7 @@ def test_submitted_mail_passes_dkim_spf_dmarc_without_client_headers(converged):
 
 
 def test_no_auth_on_port_25(converged):
-    with smtplib.SMTP(converged["ipv4"], 25, timeout=30) as s:
+    with smtplib.SMTP(converged.ipv4, 25, timeout=30) as s:
         s.ehlo("client.example")
         assert not s.has_extn("auth"), "AUTH offered on port 25"
         s.starttls(context=_ssl_ctx())
@@ -122,7 +113,7 @@ def test_no_auth_on_port_25(converged):
 
 
 def test_user_cannot_send_as_another_user(converged):
-    with smtplib.SMTP_SSL(converged["ipv4"], 465, timeout=30, context=_ssl_ctx()) as s:
+    with smtplib.SMTP_SSL(converged.ipv4, 465, timeout=30, context=_ssl_ctx()) as s:
         s.login("bob@shop.test", BOB_PW)
         s.mail("alice@shop.test")
         code, msg = s.rcpt("someone@inbox.test")
@@ -143,7 +134,7 @@ def test_nothing_leaves_unsigned_when_opendkim_is_down(converged, lab_cfg):
     _ssh(lab_cfg, "systemctl stop opendkim")
     try:
         with pytest.raises(smtplib.SMTPResponseException) as refused:
-            with smtplib.SMTP(converged["ipv4"], 587, timeout=30) as s:
+            with smtplib.SMTP(converged.ipv4, 587, timeout=30) as s:
                 s.starttls(context=_ssl_ctx())
                 s.login("alice@shop.test", ALICE_PW)
                 s.send_message(_message("alice@shop.test", "must-not-arrive"))
@@ -152,12 +143,12 @@ def test_nothing_leaves_unsigned_when_opendkim_is_down(converged, lab_cfg):
         _ssh(lab_cfg, f"printf 'From: alice@shop.test\\nTo: someone@inbox.test\\nSubject: {subject}\\n\\nx\\n'"
                       " | sendmail -f alice@shop.test someone@inbox.test")
         time.sleep(5)
-        arrived = [m.subject for m in receiver.read_mailbox(converged["mx_root"], "someone@inbox.test")]
+        arrived = [m.subject for m in receiver.read_mailbox(converged.mx_root, "someone@inbox.test")]
         assert subject not in arrived, "a message left unsigned while OpenDKIM was down"
     finally:
         _ssh(lab_cfg, "systemctl start opendkim")
     _ssh(lab_cfg, "postqueue -f; postkick public pickup W || true")
-    got = receiver.wait_for_message(converged["mx_root"], recipient="someone@inbox.test", subject=subject, timeout=120)
+    got = receiver.wait_for_message(converged.mx_root, recipient="someone@inbox.test", subject=subject, timeout=120)
     assert got.auth_result("dkim") == "pass", got.authentication_results
 
 
@@ -166,6 +157,6 @@ def test_testinfra_checks_pass(converged):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
          "mailops.checks.test_postfix", "mailops.checks.test_sasl", "mailops.checks.test_opendkim",
-         f"--hosts=ansible://{converged['fqdn']}", f"--ansible-inventory={converged['inv']}"],
-        capture_output=True, text=True, env=env, cwd=converged["work"])
+         f"--hosts=ansible://{converged.fqdn}", f"--ansible-inventory={converged.inv}"],
+        capture_output=True, text=True, env=env, cwd=converged.work)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -39,9 +39,9 @@ from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 
 import pytest
-import yaml
 
 from mailops.lab import core, receiver
+from tests.helpers import changed_tasks
 from tests.mailhost import MailHost, ensure_lab_vps
 
 pytestmark = pytest.mark.lab
@@ -77,7 +77,7 @@ LIMITS = {
 
 
 @pytest.fixture(scope="module")
-def lab_host(lab_cfg, tmp_path_factory):
+def mailhost(lab_cfg, tmp_path_factory):
     number = int(VPS.removeprefix("vps"))
     ensure_lab_vps(lab_cfg, number)
     # publish_dns=False: nothing here needs DNS beyond the lab's inbox.test, so the
@@ -86,36 +86,16 @@ def lab_host(lab_cfg, tmp_path_factory):
                     users=_users(True), passwords={"alice@shop.test": ALICE_PW, "bob@shop.test": BOB_PW},
                     group_vars={"mailops_rate_limits": LIMITS}, roles=("sasl", "opendkim", "policyd", "postfix"),
                     publish_dns=False)
-    base = yaml.safe_load((host.inv / "group_vars" / "all" / "mailops.yml").read_text())
-
-    def write_vars(rate_limits: dict | None, user_limits: bool) -> None:
-        values = {k: v for k, v in base.items() if k != "mailops_rate_limits"}
-        values["mailops_submission_users"] = _users(user_limits)
-        if rate_limits is not None:
-            values["mailops_rate_limits"] = rate_limits
-        host.write_group_vars(values)
-
-    return {"fqdn": host.fqdn, "ipv4": host.ipv4, "inv": host.inv, "converge": host.converge,
-            "write_vars": write_vars, "work": host.work, "mx_root": core.machine_root(lab_cfg, "mx")}
+    return host
 
 
-@pytest.fixture(scope="module")
-def converged(lab_host):
-    lab_host["first"] = lab_host["converge"]()[1]
-    out, lab_host["second"] = lab_host["converge"]()
-    lab_host["second_changed"] = _changed_tasks(out)
-    return lab_host
-
-
-def _changed_tasks(out: str) -> list[str]:
-    """The names of the tasks and handlers that reported a change in ansible-playbook output."""
-    changed, task = [], ""
-    for line in out.splitlines():
-        if line.startswith(("TASK [", "RUNNING HANDLER [")):
-            task = line.split("[", 1)[1].rsplit("]", 1)[0]
-        elif line.startswith("changed:"):
-            changed.append(task)
-    return changed
+def _write_vars(host: MailHost, rate_limits: dict | None, user_limits: bool) -> None:
+    """The host's group_vars with these rate limits (None: none) and with or without per-user limits."""
+    values = {k: v for k, v in host.group_vars.items() if k != "mailops_rate_limits"}
+    values["mailops_submission_users"] = _users(user_limits)
+    if rate_limits is not None:
+        values["mailops_rate_limits"] = rate_limits
+    host.write_group_vars(values)
 
 
 def _ssh(lab_cfg, script: str) -> str:
@@ -136,8 +116,8 @@ def _message(sender: str, to: str, subject: str) -> EmailMessage:
     return m
 
 
-def _session(host: dict, login: str, password: str) -> smtplib.SMTP:
-    s = smtplib.SMTP(host["ipv4"], 587, timeout=60)
+def _session(host: MailHost, login: str, password: str) -> smtplib.SMTP:
+    s = smtplib.SMTP(host.ipv4, 587, timeout=60)
     s.starttls(context=_ssl_ctx())
     s.login(login, password)
     return s
@@ -181,12 +161,12 @@ def _rcpt_refusal(rcpt: str, text: str) -> str:
 # --- converge ------------------------------------------------------------------
 
 def test_second_converge_changes_nothing(converged):
-    assert converged["second"]["changed"] == 0, f"second converge changed: {converged['second_changed']}"
+    assert converged.second["changed"] == 0, f"second converge changed: {converged.second_changed}"
 
 
 def test_check_diff_on_converged_host_changes_nothing(converged):
-    out, stats = converged["converge"]("--check", "--diff")
-    assert stats["changed"] == 0 and stats["failed"] == 0, (stats, _changed_tasks(out))
+    out, stats = converged.converge("--check", "--diff")
+    assert stats["changed"] == 0 and stats["failed"] == 0, (stats, changed_tasks(out))
 
 
 def test_postfix_has_a_transport_per_limited_destination(converged, lab_cfg):
@@ -283,7 +263,7 @@ def test_deliveries_to_a_limited_destination_are_spaced(converged, lab_cfg):
     deadline = time.monotonic() + 30
     while len(arrived) < 4 and time.monotonic() < deadline:
         for to in recipients:
-            for msg in receiver.read_mailbox(converged["mx_root"], to):
+            for msg in receiver.read_mailbox(converged.mx_root, to):
                 arrived[to] = os.stat(msg.path).st_mtime
         time.sleep(0.5)
     times = sorted(arrived.values())
@@ -329,11 +309,11 @@ def test_warmup_allowance(converged, lab_cfg):
     counted = _status(lab_cfg)["warmup"]["accepted_today"]
     # day 1 allows two recipients more than this host has already accepted today
     volume = counted + 2
-    converged["write_vars"](dict(LIMITS, destinations={"inbox.test": LIMITS["destinations"]["inbox.test"]},
-                                 warmup={"start": today.isoformat(),
-                                         "schedule": [{"day": 1, "volume": volume}, {"day": 2, "volume": 1000}]}),
-                            True)
-    converged["converge"]()
+    _write_vars(converged, dict(LIMITS, destinations={"inbox.test": LIMITS["destinations"]["inbox.test"]},
+                                warmup={"start": today.isoformat(),
+                                        "schedule": [{"day": 1, "volume": volume}, {"day": 2, "volume": 1000}]}),
+                True)
+    converged.converge()
     status = _status(lab_cfg)["warmup"]
     assert (status["day"], status["allowance"], status["remaining"]) == (1, volume, 2), status
     rcpts = [f"rl{TOKEN}-warm-{n}@inbox.test" for n in range(3)]
@@ -361,11 +341,11 @@ def test_gmail_transport_is_gone_after_its_limit_was_removed(converged, lab_cfg)
 # --- no limits at all -----------------------------------------------------------------------
 
 def test_without_limits_postfix_is_plain_and_mail_is_not_slowed(converged, lab_cfg):
-    converged["write_vars"](None, False)
-    _, stats = converged["converge"]()
+    _write_vars(converged, None, False)
+    _, stats = converged.converge()
     assert stats["failed"] == 0
-    out, again = converged["converge"]()
-    assert again["changed"] == 0, f"second converge without limits changed: {_changed_tasks(out)}"
+    out, again = converged.converge()
+    assert again["changed"] == 0, f"second converge without limits changed: {changed_tasks(out)}"
     main = _postconf(lab_cfg, "-n")
     assert "transport_maps" not in main and not re.search(r"\brl_", main) and "policy" not in main, main
     assert not re.search(r"\brl_", _postconf(lab_cfg, "-M"))

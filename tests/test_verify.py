@@ -14,6 +14,7 @@ import pytest
 from mailops.lab import core, dns as labdns
 from mailops.lab.config import LabConfig
 from tests.helpers import mailops
+from tests.mailhost import publish_lab_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -37,16 +38,15 @@ def vps1(lab_cfg, script: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def converged(lab, lab_cfg):
-    mailops("dkim", "generate", "--all")
-    # --force: earlier lab tests (test_roles_mail) write shop.test records by hand
-    mailops("dns", "sync", "--apply", "--force")
+def provisioned(lab, lab_cfg):
+    """vps1 converged from the lab inventory by `mailops provision apply`, its keys and records published."""
+    publish_lab_inventory()
     result = json.loads(mailops("provision", "apply", "--json").stdout)
     assert result["ok"], result
     return result
 
 
-def test_verify_is_all_green_on_the_converged_lab(converged, tmp_path):
+def test_verify_is_all_green_on_the_converged_lab(provisioned, tmp_path):
     junit = tmp_path / "verify.xml"
     code, report = verify("--junit", str(junit))
     assert code == 0 and report["ok"], failures(report)
@@ -62,7 +62,7 @@ def test_verify_is_all_green_on_the_converged_lab(converged, tmp_path):
     assert sum(int(s.get("tests")) for s in suites.iter("testsuite")) == len(report["results"])
 
 
-def test_verify_names_spf_without_the_ipv6_address(converged):
+def test_verify_names_spf_without_the_ipv6_address(provisioned):
     labdns.update(core.dns_config(LabConfig()), "shop.test.",
                   replace=[("@", "TXT", "v=spf1 ip4:198.51.100.11 ~all", 300)])
     try:
@@ -76,7 +76,7 @@ def test_verify_names_spf_without_the_ipv6_address(converged):
     assert verify("--only", "dns", "--domain", "shop.test")[0] == 0
 
 
-def test_verify_names_a_certificate_for_the_wrong_name(converged, lab_cfg):
+def test_verify_names_a_certificate_for_the_wrong_name(provisioned, lab_cfg):
     vps1(lab_cfg, "set -e; mkdir -p /root/wrong; cd /root/wrong; "
                   "openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=wrong.example -keyout key.pem "
                   "-out cert.pem 2>/dev/null; chmod 600 key.pem; "
@@ -95,7 +95,7 @@ def test_verify_names_a_certificate_for_the_wrong_name(converged, lab_cfg):
     assert verify("--only", "server", "--host", HOST)[0] == 0
 
 
-def test_verify_says_signing_is_down_when_opendkim_stops(converged, lab_cfg):
+def test_verify_says_signing_is_down_when_opendkim_stops(provisioned, lab_cfg):
     vps1(lab_cfg, "systemctl stop opendkim")
     try:
         code, report = verify("--only", "send", "--domain", "shop.test")
@@ -110,7 +110,7 @@ def test_verify_says_signing_is_down_when_opendkim_stops(converged, lab_cfg):
     assert verify("--only", "send", "--domain", "shop.test")[0] == 0
 
 
-def test_verify_names_a_relay_permitting_setting_and_auth_in_clear(converged, lab_cfg):
+def test_verify_names_a_relay_permitting_setting_and_auth_in_clear(provisioned, lab_cfg):
     # (smtpd_relay_restrictions=permit alone is not enough: recipient restrictions still refuse)
     vps1(lab_cfg, "postconf -e 'mynetworks = 0.0.0.0/0 [::]/0' "
                   "&& postconf -P 'submission/inet/smtpd_tls_auth_only=no' "
