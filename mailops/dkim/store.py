@@ -26,7 +26,7 @@ import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mailops.dkim import dnscheck
+from mailops.dkim.manifest import (DOMAIN_RE, MANIFEST, MAX_RSA_BITS, MIN_RSA_BITS, VERSION, DkimKey, format_time,
+                                   parse_manifest, parse_time, utc_now)
 from mailops.dkim.signing import ALGORITHMS, STATES, signing_keys
 from mailops.dns.kinds import dkim as dkim_kind
 from mailops.errors import MailopsError
@@ -43,65 +45,10 @@ __all__ = [
     "format_time", "parse_time",
 ]
 
-MANIFEST = "keys.json"
 LOCK = ".lock"
-VERSION = 1
-MIN_RSA_BITS, MAX_RSA_BITS = 2048, 4096
 DEFAULT_PREFIX = "mo"
 DEFAULT_GRACE_DAYS = 7
-_FIELDS = ("domain", "selector", "algorithm", "bits", "state", "created", "activated", "retired",
-           "private_key", "dns_value")
 _PREFIX_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
-_SELECTOR_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_DOMAIN_RE = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+")
-
-
-# --------------------------------------------------------------------------- time
-
-
-def _now(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(UTC).replace(microsecond=0)
-    if now.tzinfo is None:
-        return now.replace(tzinfo=UTC, microsecond=0)
-    return now.astimezone(UTC).replace(microsecond=0)
-
-
-def format_time(when: datetime) -> str:
-    """ISO 8601 in UTC with a Z: ``2026-11-22T10:46:00Z``."""
-    return _now(when).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    when = datetime.fromisoformat(text)
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
-# --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class DkimKey:
-    """One manifest entry.  Holds no private key material (only its relative path)."""
-
-    domain: str
-    selector: str
-    algorithm: str
-    bits: int | None
-    state: str
-    created: str
-    activated: str | None
-    retired: str | None
-    private_key: str
-    dns_value: str
-
-    @property
-    def record_name(self) -> str:
-        """The TXT owner name: ``<selector>._domainkey.<domain>``."""
-        return dkim_kind.record_name(self.domain, self.selector)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _FIELDS}
 
 
 @dataclass(frozen=True)
@@ -157,7 +104,7 @@ def _check_settings(domain: str, settings: Any) -> tuple[str, list[str], int]:
 
 def _check_domain(domain: str) -> str:
     name = domain.strip().lower().rstrip(".") if isinstance(domain, str) else ""
-    if not _DOMAIN_RE.fullmatch(name):
+    if not DOMAIN_RE.fullmatch(name):
         raise MailopsError(f"{domain!r} is not a domain name; pass a fully qualified name such as shop.example.com")
     return name
 
@@ -253,83 +200,7 @@ class KeyStore:
         return list(keys)
 
     def _parse(self) -> list[DkimKey]:
-        where = self.manifest_path
-        try:
-            text = where.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise MailopsError(f"{where}: cannot read the DKIM key manifest ({exc.strerror or exc}); "
-                               "check its permissions") from None
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise MailopsError(f"{where}: not valid JSON ({exc}); restore it from a backup") from None
-        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("keys"), list):
-            raise MailopsError(f"{where}: expected {{\"version\": 1, \"keys\": [...]}}; "
-                               "restore it from a backup or upgrade mailops")
-        keys: list[DkimKey] = []
-        seen: set[tuple[str, str]] = set()
-        for i, entry in enumerate(data["keys"]):
-            keys.append(self._entry(i, entry))
-            ident = (keys[-1].domain, keys[-1].selector)
-            if ident in seen:
-                raise MailopsError(f"{where}: keys[{i}].selector: {ident[1]} appears twice for {ident[0]}; "
-                                   "remove the duplicate entry")
-            seen.add(ident)
-        return keys
-
-    def _entry(self, i: int, entry: Any) -> DkimKey:
-        where = f"{self.manifest_path}: keys[{i}]"
-        fix = "fix the entry or restore keys.json from a backup"
-        if not isinstance(entry, dict):
-            raise MailopsError(f"{where}: expected an object; {fix}")
-        missing = [f for f in _FIELDS if f not in entry]
-        if missing:
-            raise MailopsError(f"{where}: missing field {missing[0]}; {fix}")
-        extra = sorted(set(entry) - set(_FIELDS))
-        if extra:
-            raise MailopsError(f"{where}: unknown field {extra[0]}; remove it")
-
-        def bad(name: str, want: str) -> MailopsError:
-            shown = repr(entry[name]) if name != "dns_value" else "(value)"
-            return MailopsError(f"{where}.{name}: {shown} is not {want}; {fix}")
-
-        if not isinstance(entry["domain"], str) or not _DOMAIN_RE.fullmatch(entry["domain"]):
-            raise bad("domain", "a lowercase domain name")
-        if not isinstance(entry["selector"], str) or not _SELECTOR_RE.fullmatch(entry["selector"]):
-            raise bad("selector", "a DKIM selector")
-        if entry["algorithm"] not in ALGORITHMS:
-            raise bad("algorithm", "rsa or ed25519")
-        if entry["state"] not in STATES:
-            raise bad("state", "pending, active or retired")
-        bits = entry["bits"]
-        if entry["algorithm"] == "rsa":
-            if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_RSA_BITS <= bits <= MAX_RSA_BITS:
-                raise bad("bits", "a number from 2048 to 4096")
-        elif bits is not None:
-            raise bad("bits", "null (ed25519 keys have no size)")
-        for name in ("created", "activated", "retired"):
-            value = entry[name]
-            if value is None and name != "created":
-                continue
-            try:
-                if not isinstance(value, str):
-                    raise ValueError
-                parse_time(value)
-            except ValueError:
-                raise bad(name, "an ISO 8601 time" + (" or null" if name != "created" else "")) from None
-        if entry["state"] == "active" and entry["activated"] is None:
-            raise bad("activated", "set (an active key needs its activation time)")
-        if entry["state"] == "retired" and entry["retired"] is None:
-            raise bad("retired", "set (a retired key needs its retirement time)")
-        rel = entry["private_key"]
-        if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise bad("private_key", "a path inside the store, like shop.test/mo-20261122.key")
-        value = entry["dns_value"]
-        if not isinstance(value, str) or not dkim_kind.parse_tags(value).get("p"):
-            raise bad("dns_value", "a DKIM record with p=")
-        return DkimKey(**{name: entry[name] for name in _FIELDS})
+        return parse_manifest(self.manifest_path)
 
     def keys(self, domain: str | None = None) -> list[DkimKey]:
         """All keys (or one domain's), sorted by domain, creation time and selector."""
@@ -359,7 +230,7 @@ class KeyStore:
         if key.state in ("pending", "active"):
             return True
         until = self.published_until(key)
-        return until is not None and _now(now) < until
+        return until is not None and utc_now(now) < until
 
     def published(self, domain: str, now: datetime | None = None) -> list[DkimKey]:
         """The keys whose records DNS must carry (what ``dns sync`` publishes)."""
@@ -472,7 +343,7 @@ class KeyStore:
         Algorithms that already have an active key are left alone (idempotent)."""
         domain = _check_domain(domain)
         _, algorithms, _ = _check_settings(domain, settings)
-        when = _now(now)
+        when = utc_now(now)
         with self._locked() as keys:
             active = [k for k in keys if k.domain == domain and k.state == "active"]
             have = {k.algorithm for k in active}
@@ -484,7 +355,7 @@ class KeyStore:
         """New pending key(s), one per configured algorithm, to publish and then activate."""
         domain = _check_domain(domain)
         _, algorithms, _ = _check_settings(domain, settings)
-        when = _now(now)
+        when = utc_now(now)
         with self._locked() as keys:
             pending = [k for k in keys if k.domain == domain and k.state == "pending" and k.algorithm in algorithms]
             if pending:
@@ -508,7 +379,7 @@ class KeyStore:
         ``force`` skips the DNS check: mail signed with a key receivers cannot find fails DKIM.
         """
         domain = _check_domain(domain)
-        when = _now(now)
+        when = utc_now(now)
         if checker is None:
             def checker(d: str, s: str) -> dict:
                 return dnscheck.published_value(d, s, nameservers, port=port)
@@ -573,7 +444,7 @@ class KeyStore:
     def retire(self, domain: str, selector: str, now: datetime | None = None) -> DkimKey:
         """Mark a key retired now (a retired key keeps its original time)."""
         domain = _check_domain(domain)
-        when = _now(now)
+        when = utc_now(now)
         with self._locked() as keys:
             target = self._find(keys, domain, selector)
             if target.state == "retired":
@@ -593,7 +464,7 @@ class KeyStore:
 
     def purge(self, now: datetime | None = None) -> list[DkimKey]:
         """Remove retired keys past their grace period: manifest entry and private key file."""
-        when = _now(now)
+        when = utc_now(now)
         with self._locked() as keys:
             gone = [k for k in keys if k.state == "retired" and not self.is_published(k, when)]
             if not gone:
