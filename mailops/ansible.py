@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from mailops.errors import MailopsError
+from mailops.inventory import ssh
 
 
 def project_dir() -> Path:
@@ -77,26 +77,12 @@ def inventory_hostvars(inventory: Path) -> dict[str, dict]:
 
 
 def ssh_base_args(hostvars: dict) -> list[str]:
-    """ssh options for a host, built from the same variables Ansible uses."""
-    args = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
-    if hostvars.get("ansible_ssh_private_key_file"):
-        args += ["-i", os.path.expanduser(str(hostvars["ansible_ssh_private_key_file"]))]
-    if hostvars.get("ansible_port"):
-        args += ["-p", str(hostvars["ansible_port"])]
-    args += shlex.split(str(hostvars.get("ansible_ssh_common_args", "")))
-    args += [f"{hostvars.get('ansible_user', 'root')}@{hostvars.get('ansible_host')}"]
-    return args
-
-
-def known_hosts_file(hostvars: dict) -> Path:
-    words = shlex.split(str(hostvars.get("ansible_ssh_common_args", "")))
-    for i, word in enumerate(words):
-        opt = word
-        if word == "-o" and i + 1 < len(words):
-            opt = words[i + 1]
-        if opt.lower().startswith("userknownhostsfile="):
-            return Path(os.path.expanduser(opt.split("=", 1)[1].split()[0]))
-    return Path.home() / ".ssh" / "known_hosts"
+    """ssh options for a host from ``ansible-inventory`` hostvars (for code that has no
+    :class:`mailops.inventory.MailHost`; a MailHost has ``ssh_command()``)."""
+    return ssh.ssh_command(str(hostvars.get("ansible_host")), user=str(hostvars.get("ansible_user", "root")),
+                           port=hostvars.get("ansible_port"),
+                           private_key_file=hostvars.get("ansible_ssh_private_key_file"),
+                           common_args=str(hostvars.get("ansible_ssh_common_args", "")))
 
 
 # -- converge ----------------------------------------------------------------

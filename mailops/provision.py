@@ -3,7 +3,11 @@
 new-vps never trusts a host key silently: it shows the fingerprints, and
 records them only when they match what the operator expects (or the operator
 confirms).  Pre-flight checks refuse servers that cannot work as a sending
-server, above all a provider that blocks outbound port 25.
+server, above all a provider that blocks outbound port 25.  :func:`new_vps`
+is the whole workflow; callers render its progress through callbacks.
+
+SSH access (address, user, port, key, known_hosts file) comes from the
+checked inventory's :class:`MailHost`, as Ansible would use it.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mailops.ansible import inventory_hostvars, known_hosts_file, ssh_base_args
+from mailops.ansible import ApplyResult, TaskEvent, apply, forget_facts
 from mailops.errors import MailopsError
+from mailops.inventory import Inventory, MailHost
 
 MIN_RAM_MB = 450
 MIN_DISK_MB = 2000
@@ -40,22 +45,9 @@ class CheckResult:
     detail: str
 
 
-def host_vars(inventory: Path, host: str) -> dict:
-    hostvars = inventory_hostvars(inventory)
-    if host not in hostvars:
-        known = ", ".join(sorted(hostvars)) or "none"
-        raise MailopsError(f"{inventory}: no host {host!r} in the inventory; hosts: {known}")
-    return hostvars[host]
-
-
-def _known_host_name(hv: dict) -> str:
-    addr, port = str(hv.get("ansible_host")), int(hv.get("ansible_port") or 22)
-    return addr if port == 22 else f"[{addr}]:{port}"
-
-
-def scan_host_keys(hv: dict) -> list[HostKey]:
-    port = str(hv.get("ansible_port") or 22)
-    proc = subprocess.run(["ssh-keyscan", "-T", "10", "-p", port, "-t", "ed25519,ecdsa,rsa", str(hv["ansible_host"])],
+def scan_host_keys(host: MailHost) -> list[HostKey]:
+    port = str(host.ssh_port)
+    proc = subprocess.run(["ssh-keyscan", "-T", "10", "-p", port, "-t", "ed25519,ecdsa,rsa", host.ssh_host],
                           capture_output=True, text=True, timeout=60)
     keys = []
     for line in proc.stdout.splitlines():
@@ -63,15 +55,15 @@ def scan_host_keys(hv: dict) -> list[HostKey]:
         if len(parts) >= 3 and not line.startswith("#"):
             keys.append(HostKey(parts[1], parts[2]))
     if not keys:
-        raise MailopsError(f"no SSH host key from {hv['ansible_host']}:{port}: is the server up and is SSH open?")
+        raise MailopsError(f"no SSH host key from {host.ssh_host}:{port}: is the server up and is SSH open?")
     return keys
 
 
-def recorded_host_keys(hv: dict) -> list[HostKey]:
-    kh = known_hosts_file(hv)
+def recorded_host_keys(host: MailHost) -> list[HostKey]:
+    kh = host.known_hosts
     if not kh.exists():
         return []
-    proc = subprocess.run(["ssh-keygen", "-F", _known_host_name(hv), "-f", str(kh)], capture_output=True, text=True)
+    proc = subprocess.run(["ssh-keygen", "-F", host.known_host_name, "-f", str(kh)], capture_output=True, text=True)
     keys = []
     for line in proc.stdout.splitlines():
         parts = line.split()
@@ -87,31 +79,31 @@ class TrustDecision:
     known_hosts: Path
 
 
-def establish_trust(hv: dict, *, expect_fingerprint: str | None = None,
+def establish_trust(host: MailHost, *, expect_fingerprint: str | None = None,
                     confirm: Callable[[list[HostKey]], bool] | None = None) -> TrustDecision:
     """Trust on first use, never silently."""
-    scanned = scan_host_keys(hv)
-    recorded = recorded_host_keys(hv)
-    kh = known_hosts_file(hv)
+    scanned = scan_host_keys(host)
+    recorded = recorded_host_keys(host)
+    kh = host.known_hosts
     if recorded:
         if any((s.keytype, s.key) == (r.keytype, r.key) for s in scanned for r in recorded):
             return TrustDecision("known", [k.fingerprint for k in scanned], kh)
         raise MailopsError(
-            f"SSH host key of {hv['ansible_host']} does NOT match the one recorded in {kh} "
+            f"SSH host key of {host.ssh_host} does NOT match the one recorded in {kh} "
             f"(now {scanned[0].fingerprint}); if the VPS was re-installed, remove the old key with "
-            f"`ssh-keygen -R {_known_host_name(hv)} -f {kh}` and run new-vps again, otherwise stop: "
+            f"`ssh-keygen -R {host.known_host_name} -f {kh}` and run new-vps again, otherwise stop: "
             "someone may be intercepting the connection")
     if expect_fingerprint:
         if expect_fingerprint not in [k.fingerprint for k in scanned]:
-            raise MailopsError(f"SSH host key of {hv['ansible_host']} is {scanned[0].fingerprint}, not the expected "
+            raise MailopsError(f"SSH host key of {host.ssh_host} is {scanned[0].fingerprint}, not the expected "
                                f"{expect_fingerprint}; refusing to trust it")
     elif confirm is None or not confirm(scanned):
-        raise MailopsError(f"SSH host key of {hv['ansible_host']} not confirmed ({scanned[0].fingerprint}); "
+        raise MailopsError(f"SSH host key of {host.ssh_host} not confirmed ({scanned[0].fingerprint}); "
                            "compare it with your provider's console and re-run with --expect-fingerprint or --yes")
     kh.parent.mkdir(parents=True, exist_ok=True)
     with open(kh, "a") as fh:
         for k in scanned:
-            fh.write(f"{_known_host_name(hv)} {k.keytype} {k.key}\n")
+            fh.write(f"{host.known_host_name} {k.keytype} {k.key}\n")
     return TrustDecision("recorded", [k.fingerprint for k in scanned], kh)
 
 
@@ -134,8 +126,8 @@ except Exception as exc:
 """
 
 
-def preflight(hv: dict, smtp_probe: str) -> list[CheckResult]:
-    cmd = ssh_base_args(hv) + ["python3", "-", smtp_probe]
+def preflight(host: MailHost, smtp_probe: str) -> list[CheckResult]:
+    cmd = host.ssh_command() + ["python3", "-", smtp_probe]
     proc = subprocess.run(cmd, input=PREFLIGHT_SCRIPT, capture_output=True, text=True, timeout=90)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -144,7 +136,7 @@ def preflight(hv: dict, smtp_probe: str) -> list[CheckResult]:
     for line in proc.stdout.splitlines():
         key, _, rest = line.partition(" ")
         facts[key] = rest
-    results = [CheckResult("ssh", True, f"connected as {hv.get('ansible_user', 'root')}")]
+    results = [CheckResult("ssh", True, f"connected as {host.ssh_user}")]
     os_id = facts.get("os", "? ?").split()
     results.append(CheckResult("os", os_id[:2] == ["debian", "12"],
                                f"{' '.join(os_id)}" + ("" if os_id[:2] == ["debian", "12"] else
@@ -161,3 +153,27 @@ def preflight(hv: dict, smtp_probe: str) -> list[CheckResult]:
         smtp[3:].strip() if ok else smtp[8:].strip() + "; outbound SMTP looks blocked by the provider: ask them to "
         "unblock port 25 (a sending server cannot deliver without it)")))
     return results
+
+
+def new_vps(inventory: Inventory, host_name: str, *, expect_fingerprint: str | None = None,
+            confirm: Callable[[list[HostKey]], bool] | None = None,
+            on_trust: Callable[[TrustDecision], None] = lambda trust: None,
+            on_check: Callable[[CheckResult], None] = lambda check: None,
+            on_event: Callable[[TaskEvent], None] | None = None) -> ApplyResult:
+    """First contact with a fresh server: trust its host key, pre-flight checks, forget facts, converge.
+
+    ``confirm`` is asked (with the scanned keys) only when the key is new and no
+    ``expect_fingerprint`` is given; a failed pre-flight check stops before anything
+    is changed on the server. Returns the converge result (``result.ok``).
+    """
+    host = inventory.select_hosts(host_name)[0]
+    trust = establish_trust(host, expect_fingerprint=expect_fingerprint, confirm=confirm)
+    on_trust(trust)
+    checks = preflight(host, inventory.smtp_probe)
+    for check in checks:
+        on_check(check)
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise MailopsError(f"pre-flight check '{failed[0].name}' failed for {host.name}: {failed[0].detail}")
+    forget_facts(host.name)  # a fresh server: never reuse facts cached for an earlier machine
+    return apply(inventory.path, limit=host.name, on_event=on_event)

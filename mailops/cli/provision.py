@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from mailops.ansible import ApplyResult, TaskEvent, apply as run_apply, forget_facts
-from mailops.errors import MailopsError
-from mailops.inventory import resolve_inventory_path
+from mailops import provision as lib
+from mailops.ansible import ApplyResult, TaskEvent, apply as run_apply
 from mailops.inventory import load
-from mailops.provision import establish_trust, host_vars, preflight
 
 console = Console(stderr=True)
 out = Console()
@@ -32,13 +32,22 @@ def _progress_table(rows: dict, task: str, started: float) -> Table:
     return table
 
 
-def converge(inventory, *, check=False, diff=False, limit=None, tags=None, as_json=False) -> ApplyResult:
+@contextmanager
+def live_progress(as_json: bool) -> Iterator[Callable[[TaskEvent], None]]:
+    """An ``on_event`` callback that renders converge progress: a live table at a terminal,
+    else one line per changed or failed task (nothing but failures with --json).
+
+    The live table starts with the first event, so prompts before the converge stay readable."""
     rows: dict[str, dict] = {}
     state = {"task": "starting"}
     started = time.monotonic()
     live = None if as_json or not console.is_terminal else Live(console=console, refresh_per_second=4)
 
     def on_event(ev: TaskEvent) -> None:
+        nonlocal started
+        if live is not None and not live.is_started:
+            started = time.monotonic()
+            live.start()
         if ev.status == "start":
             state["task"] = ev.task
         else:
@@ -55,14 +64,16 @@ def converge(inventory, *, check=False, diff=False, limit=None, tags=None, as_js
         if live is not None:
             live.update(_progress_table(rows, state["task"], started))
 
-    if live is not None:
-        live.start()
     try:
-        result = run_apply(inventory, check=check, diff=diff, limit=limit, tags=tags, on_event=on_event)
+        yield on_event
     finally:
-        if live is not None:
+        if live is not None and live.is_started:
             live.stop()
-    return result
+
+
+def converge(inventory, *, check=False, diff=False, limit=None, tags=None, as_json=False) -> ApplyResult:
+    with live_progress(as_json) as on_event:
+        return run_apply(inventory, check=check, diff=diff, limit=limit, tags=tags, on_event=on_event)
 
 
 def report(result: ApplyResult, as_json: bool) -> None:
@@ -95,9 +106,8 @@ def provision() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
 def apply_cmd(inventory_name, check, diff, limit, tags, as_json):
     """Converge every mail host of the inventory (in parallel)."""
-    inventory = resolve_inventory_path(inventory_name)
-    load(inventory)
-    report(converge(inventory, check=check, diff=diff, limit=limit, tags=tags, as_json=as_json), as_json)
+    inv = load(inventory_name)
+    report(converge(inv.path, check=check, diff=diff, limit=limit, tags=tags, as_json=as_json), as_json)
 
 
 @provision.command("new-vps")
@@ -108,9 +118,7 @@ def apply_cmd(inventory_name, check, diff, limit, tags, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def new_vps(host, inventory_name, expect_fingerprint, yes, as_json):
     """First contact with a fresh server: host key, pre-flight checks, full converge."""
-    inventory = resolve_inventory_path(inventory_name)
-    inv = load(inventory)
-    hv = host_vars(inventory, host)
+    inv = load(inventory_name)
 
     def confirm(keys) -> bool:
         for k in keys:
@@ -122,13 +130,13 @@ def new_vps(host, inventory_name, expect_fingerprint, yes, as_json):
             return False
         return click.confirm("Is this the server's host key (compare with your provider's console)?", err=True)
 
-    trust = establish_trust(hv, expect_fingerprint=expect_fingerprint, confirm=confirm)
-    console.print(f"host key {trust.status}: {', '.join(trust.fingerprints)} ({trust.known_hosts})")
-    checks = preflight(hv, inv.smtp_probe)
-    for c in checks:
+    def on_trust(trust: lib.TrustDecision) -> None:
+        console.print(f"host key {trust.status}: {', '.join(trust.fingerprints)} ({trust.known_hosts})")
+
+    def on_check(c: lib.CheckResult) -> None:
         console.print(f"  {'[green]ok[/green]  ' if c.ok else '[red]FAIL[/red]'} {c.name}: {c.detail}")
-    failed = [c for c in checks if not c.ok]
-    if failed:
-        raise MailopsError(f"pre-flight check '{failed[0].name}' failed for {host}: {failed[0].detail}")
-    forget_facts(host)  # a fresh server: never reuse facts cached for an earlier machine
-    report(converge(inventory, limit=host, as_json=as_json), as_json)
+
+    with live_progress(as_json) as on_event:
+        result = lib.new_vps(inv, host, expect_fingerprint=expect_fingerprint, confirm=confirm,
+                             on_trust=on_trust, on_check=on_check, on_event=on_event)
+    report(result, as_json)

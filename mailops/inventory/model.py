@@ -12,6 +12,9 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from mailops.errors import MailopsError
+from mailops.inventory import ssh
+
 from mailops.inventory.scalars import (  # noqa: F401 - re-exported
     _email,
     _Model,
@@ -41,6 +44,7 @@ from mailops.inventory.scalars import (  # noqa: F401 - re-exported
     Selector,
     SelectorPrefix,
     show,
+    SshArgs,
     SpfInclude,
     Text,
     TlsRptUri,
@@ -88,9 +92,26 @@ class MailHost(_Model):
     ssh_user: Text = "root"
     ssh_port: int = Field(22, ge=1, le=65535)
     ssh_private_key_file: Text | None = None
+    # ansible_ssh_common_args: extra ssh options, above all UserKnownHostsFile (the keys trusted for it)
+    ssh_common_args: SshArgs = ""
     reverse_dns_provider: ProviderName | None = None
     # False when the IPv6 address has no PTR: the server then sends over IPv4 only.
     ipv6_ptr: bool = True
+
+    @property
+    def known_hosts(self) -> Path:
+        """The known_hosts file Ansible's ssh checks this host's key against."""
+        return ssh.known_hosts_file(self.ssh_common_args)
+
+    @property
+    def known_host_name(self) -> str:
+        """The host's name in known_hosts (``addr`` or ``[addr]:port``)."""
+        return ssh.known_host_name(self.ssh_host, self.ssh_port)
+
+    def ssh_command(self) -> list[str]:
+        """``ssh`` to this host with the options Ansible uses; append the remote command."""
+        return ssh.ssh_command(self.ssh_host, user=self.ssh_user, port=self.ssh_port,
+                               private_key_file=self.ssh_private_key_file, common_args=self.ssh_common_args)
 
 
 class Inventory(_Model):
@@ -121,6 +142,16 @@ class Inventory(_Model):
                 return host
         raise KeyError(name)
 
+    def select_hosts(self, only: str | None = None) -> list[MailHost]:
+        """Every mail host, or just the one named ``only`` (a MailopsError naming the choices if none is)."""
+        if only is None:
+            return list(self.hosts)
+        for host in self.hosts:
+            if host.name == only:
+                return [host]
+        names = ", ".join(h.name for h in self.hosts) or "none"
+        raise MailopsError(f"{self.path}: no mail host {only!r}; mail hosts: {names}")
+
     def hosts_for(self, domain: str) -> list[MailHost]:
         """The mail hosts that send for ``domain``."""
         names = self.domains[domain].hosts or [h.name for h in self.hosts]
@@ -140,6 +171,7 @@ HOST_VARS: dict[str, tuple[str, Any]] = {
     "ansible_user": ("ssh_user", Text),
     "ansible_port": ("ssh_port", Annotated[int, Field(ge=1, le=65535)]),
     "ansible_ssh_private_key_file": ("ssh_private_key_file", Text),
+    "ansible_ssh_common_args": ("ssh_common_args", SshArgs),
     "mailops_fqdn": ("fqdn", Fqdn),
     "mailops_ipv4": ("ipv4", PublicIPv4),
     "mailops_ipv6": ("ipv6", PublicIPv6),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 from datetime import date
 from typing import Annotated, Any, Union
 from urllib.parse import urlsplit
@@ -311,6 +312,20 @@ def _provider_name(value: Any) -> str:
     return text
 
 
+def _ssh_args(value: Any) -> str:
+    """``ansible_ssh_common_args``: ssh options as one line of text, split like a shell would."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"expected ssh options as text, found {kind(value)}; "
+                         "write e.g. \"-o UserKnownHostsFile=~/.config/mailops/known_hosts\"")
+    try:
+        shlex.split(value)
+    except ValueError as exc:
+        raise ValueError(f"cannot be split into ssh options ({exc}); fix the quoting") from None
+    return value.strip()
+
+
 def _nonempty_text(value: Any) -> str:
     return _need_text(value, "a value", "/var/lib/mailops/dkim")
 
@@ -323,6 +338,7 @@ Duration = Annotated[str, PlainValidator(_duration)]
 PasswordHash = Annotated[str, PlainValidator(_password_hash)]
 ProviderName = Annotated[str, PlainValidator(_provider_name)]
 Text = Annotated[str, PlainValidator(_nonempty_text)]
+SshArgs = Annotated[str, PlainValidator(_ssh_args)]
 
 
 # --- secret references -----------------------------------------------------

@@ -120,17 +120,16 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
     def provision() -> str:
         from mailops.ansible import apply, forget_facts
         from mailops.inventory import load
-        from mailops.provision import establish_trust, host_vars, preflight
+        from mailops.provision import establish_trust, preflight
 
         inventory = _inventory()
         inv = load(inventory)
         host = inv.hosts[0]
-        hv = host_vars(inventory, host.name)
         # out of band, as from a provider's console: the key in the machine's own root
         pub = (core.machine_root(cfg, "vps1") / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1]
         from mailops.provision import HostKey
-        trust = establish_trust(hv, expect_fingerprint=HostKey("ssh-ed25519", pub).fingerprint)
-        failed = [c for c in preflight(hv, inv.smtp_probe) if not c.ok]
+        trust = establish_trust(host, expect_fingerprint=HostKey("ssh-ed25519", pub).fingerprint)
+        failed = [c for c in preflight(host, inv.smtp_probe) if not c.ok]
         if failed:
             raise MailopsError(f"pre-flight {failed[0].name}: {failed[0].detail}")
         if trust.status == "recorded":

@@ -1,45 +1,29 @@
 """SSH to the mail hosts of an inventory with Fabric, for day-two operations.
 
 The connection uses exactly what Ansible uses (ansible_host, ansible_user,
-ansible_port, ansible_ssh_private_key_file) and trusts only the host keys in
-the inventory's known_hosts file: an unknown or changed key is refused, never
-added.
+ansible_port, ansible_ssh_private_key_file, the known_hosts file named in
+ansible_ssh_common_args), as mailops' inventory loader read them, and trusts
+only the host keys in that known_hosts file: an unknown or changed key is
+refused, never added.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from mailops.ansible import inventory_hostvars, known_hosts_file
 from mailops.errors import MailopsError
+from mailops.inventory import Inventory, MailHost, load
 
 
-@dataclass
-class MailHost:
-    name: str
-    hostvars: dict
+def mail_hosts(inventory: Inventory | str | Path, only: str | None = None) -> list[MailHost]:
+    """The inventory's mail hosts (group mailhosts), or the one named ``only``.
 
-    @property
-    def address(self) -> str:
-        return str(self.hostvars.get("ansible_host") or self.name)
-
-
-def mail_hosts(inventory: Path, only: str | None = None) -> list[MailHost]:
-    """The inventory's mail hosts (group mailhosts), or the one named ``only``."""
-    from mailops.inventory import load
-
-    inv = load(inventory)
-    names = [h.name for h in inv.hosts]
-    if only is not None:
-        if only not in names:
-            raise MailopsError(f"{inventory}: no mail host {only!r}; mail hosts: {', '.join(names) or 'none'}")
-        names = [only]
-    hostvars = inventory_hostvars(inventory)
-    return [MailHost(n, hostvars.get(n, {})) for n in names]
+    Pass the loaded :class:`Inventory`; a path or name is loaded here (once)."""
+    inv = inventory if isinstance(inventory, Inventory) else load(inventory)
+    return inv.select_hosts(only)
 
 
 class Remote:
@@ -49,19 +33,17 @@ class Remote:
         import fabric
         import paramiko
 
-        hv = host.hostvars
-        key = hv.get("ansible_ssh_private_key_file")
+        key = host.ssh_private_key_file
         connect_kwargs: dict = {"allow_agent": key is None, "look_for_keys": key is None}
         if key:
-            connect_kwargs["key_filename"] = os.path.expanduser(str(key))
+            connect_kwargs["key_filename"] = os.path.expanduser(key)
         self.host = host
-        self.conn = fabric.Connection(host.address, user=str(hv.get("ansible_user") or "root"),
-                                      port=int(hv.get("ansible_port") or 22), connect_timeout=timeout,
-                                      connect_kwargs=connect_kwargs)
+        self.conn = fabric.Connection(host.ssh_host, user=host.ssh_user, port=host.ssh_port,
+                                      connect_timeout=timeout, connect_kwargs=connect_kwargs)
         # Fabric adds unknown keys by default; a mail host's key must already be known.
         client = self.conn.client
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        known = known_hosts_file(hv)
+        known = host.known_hosts
         if known.exists():
             client.load_host_keys(str(known))
 
@@ -79,10 +61,10 @@ class Remote:
         except paramiko.BadHostKeyException:
             raise MailopsError(f"{self.host.name}: the SSH host key changed; refusing to connect") from None
         except paramiko.SSHException as exc:
-            raise MailopsError(f"{self.host.name}: SSH to {self.host.address} failed: {exc} "
-                               f"(is its host key in {known_hosts_file(self.host.hostvars)}?)") from None
+            raise MailopsError(f"{self.host.name}: SSH to {self.host.ssh_host} failed: {exc} "
+                               f"(is its host key in {self.host.known_hosts}?)") from None
         except OSError as exc:
-            raise MailopsError(f"{self.host.name}: cannot reach {self.host.address}: {exc}") from None
+            raise MailopsError(f"{self.host.name}: cannot reach {self.host.ssh_host}: {exc}") from None
 
     def run(self, command: str, *, stdin: str | None = None, ok_codes: tuple[int, ...] = (0,)) -> str:
         """Run a command, return its stdout; a non-zero exit is a one-line MailopsError."""

@@ -8,27 +8,27 @@ from datetime import date, datetime, time, timezone
 from pathlib import Path
 
 from mailops.errors import MailopsError
+from mailops.inventory import Inventory, load
 from mailops.ops import logs
-from mailops.ops.remote import Remote, mail_hosts
+from mailops.ops.remote import Remote
 
 # The policy service on the host answers its counters read-only (roles: policyd).
 POLICYD_STATUS = "mailops-policyd --status"
 
 
-def status(inventory: Path, host: str | None = None, today: date | None = None) -> dict:
-    from mailops.inventory import load
+def status(inventory: Inventory | str | Path, host: str | None = None, today: date | None = None) -> dict:
     from mailops.ratelimits import warmup_allowance
 
-    inv = load(inventory)
+    inv = inventory if isinstance(inventory, Inventory) else load(inventory)
     warmup = inv.rate_limits.warmup
     if warmup is None:
-        raise MailopsError(f"{inventory}: no warm-up schedule; set mailops_rate_limits.warmup "
+        raise MailopsError(f"{inv.path}: no warm-up schedule; set mailops_rate_limits.warmup "
                            "(start and schedule of day/volume)")
     now = datetime.now(timezone.utc)
     today = today or now.date()
     day, allowance = warmup_allowance(warmup, today)
     midnight = datetime.combine(today, time(0), tzinfo=timezone.utc)
-    hosts = mail_hosts(inventory, host)
+    hosts = inv.select_hosts(host)
     out = {"date": today.isoformat(), "start": warmup.start.isoformat(), "day": day, "allowance": allowance,
            "schedule": [{"day": s.day, "volume": s.volume} for s in warmup.schedule], "hosts": {}}
     for h in hosts:
