@@ -1,7 +1,13 @@
-"""Shared fixtures.  The lab is real: nspawn machines, BIND, apt-cacher-ng and a
-Postfix receiving host.  Tests that need it skip when the machine cannot run it
-(not root, a command missing) - except in CI (CI=true), where a missing
-prerequisite fails the run instead of hiding it."""
+"""Shared fixtures and the lab's place in a session.  The lab is real: nspawn machines,
+BIND, apt-cacher-ng and a Postfix receiving host.  Tests that need it skip when the
+machine cannot run it (not root, a command missing) - except in CI (CI=true), where a
+missing prerequisite fails the run instead of hiding it.
+
+The lab is brought up by the first test that needs it and reused by the rest.  Tests
+marked ``takes_lab_down`` (tests/test_teardown.py: `lab down`, a failed `lab up`)
+run after all others, or every later lab test would bring it up again.  A session
+that brought the lab up takes it down at its end; a lab that was up before the
+session started is left up."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from mailops.lab import core
 from mailops.lab.config import LabConfig
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_LAB_WAS_PRESENT = pytest.StashKey[bool]()
 
 
 def missing_prerequisite(reason: str) -> None:
@@ -28,6 +35,42 @@ def require_lab_prerequisites() -> None:
     absent = [c for c in core.REQUIRED_COMMANDS if shutil.which(c) is None]
     if absent:
         missing_prerequisite("missing commands: " + ", ".join(absent))
+
+
+def _lab_present(cfg: LabConfig) -> bool:
+    # what `lab up` itself takes as a lab already made (its state file; `lab down` removes it)
+    return core.state_file(cfg).exists()
+
+
+def pytest_configure(config) -> None:
+    config.stash[_LAB_WAS_PRESENT] = _lab_present(LabConfig())
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Move the tests that take the lab down to the end, keeping their order."""
+    last = [item for item in items if item.get_closest_marker("takes_lab_down")]
+    if last:
+        items[:] = [item for item in items if not item.get_closest_marker("takes_lab_down")] + last
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Take the lab down if this session brought it up: it ran lab tests, and the lab is present
+    now but was not when the session started.  (A session without lab tests never touches it:
+    another session may have brought it up meanwhile.)"""
+    cfg = LabConfig()
+    ran_lab_tests = any(item.get_closest_marker("lab") for item in getattr(session, "items", []))
+    if not ran_lab_tests or session.config.stash.get(_LAB_WAS_PRESENT, True) or not _lab_present(cfg):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    try:
+        core.down(cfg)
+    except Exception as exc:  # a lab left behind must fail the run, not hide behind passed tests
+        if reporter:
+            reporter.write_line(f"lab down at the end of the session failed: {exc}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        if reporter:
+            reporter.write_line("lab down: this session brought the lab up")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,8 @@
-"""Runs last: `lab down` leaves nothing behind, and a failed `lab up` undoes itself."""
+"""`lab down` leaves nothing behind, and a failed `lab up` undoes itself.
+
+These tests take the lab down, so they carry the ``takes_lab_down`` mark and
+tests/conftest.py runs them after every other test of the session (in this
+file's order: the failed-up test needs the lab down)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from mailops.errors import MailopsError
 from mailops.lab import core, machine
 from mailops.lab.config import LabConfig
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.takes_lab_down]
 
 
 def _host_view(cfg: LabConfig) -> dict:
