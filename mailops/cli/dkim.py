@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailops.cli.base import MailopsGroup, inventory_option
-from mailops.dkim.activation import activate as activate_domain
-from mailops.dkim.activation import sending_domain
+from mailops.dkim import lifecycle
 from mailops.dkim.store import DkimKey, KeyStore, parse_time
 from mailops.inventory import load
 
@@ -74,11 +73,9 @@ def generate(domains: tuple[str, ...], all_domains: bool, inventory_name: str) -
         raise click.UsageError("name one or more DOMAINs, or pass --all (not both)")
     inv = load(inventory_name)
     store = KeyStore.for_inventory(inv)
-    names = sorted(inv.domains) if all_domains else [sending_domain(inv, d) for d in domains]
     console = _console()
     created: list[DkimKey] = []
-    for name in names:
-        result = store.generate(name, inv.domains[name].dkim)
+    for name, result in lifecycle.generate(inv, None if all_domains else list(domains), store=store).items():
         created += result.created
         if result.existing:
             kept = ", ".join(f"{k.selector} ({k.algorithm})" for k in result.existing)
@@ -101,15 +98,7 @@ def list_keys(domains: tuple[str, ...], as_json: bool, inventory_name: str) -> N
     wanted = {d.strip().lower().rstrip(".") for d in domains}
     keys = [k for k in store.keys() if not wanted or k.domain in wanted]
     if as_json:
-        rows = []
-        for k in keys:
-            row = k.to_dict()
-            row["published"] = store.is_published(k)
-            row["signing"] = store.is_signing(k)
-            until = store.published_until(k)
-            row["published_until"] = until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else None
-            rows.append(row)
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps(lifecycle.key_rows(store, keys), indent=2))
         return
     if not keys:
         click.echo(f"no DKIM keys in {store.manifest_path}; create them with mailops dkim generate --all")
@@ -124,8 +113,8 @@ def rotate(domain: str, inventory_name: str) -> None:
     """Create new pending key(s) for DOMAIN, to publish and then activate."""
     inv = load(inventory_name)
     store = KeyStore.for_inventory(inv)
-    name = sending_domain(inv, domain)
-    created = store.rotate(name, inv.domains[name].dkim)
+    created = lifecycle.rotate(inv, domain, store=store)
+    name = created[0].domain
     console = _console()
     console.print(_keys_table(store, created, title="Created (pending)"))
     console.print(_records_table(created))
@@ -150,7 +139,7 @@ def activate(domain: str, selector: str | None, nameservers: tuple[str, ...], fo
     """
     inv = load(inventory_name)
     store = KeyStore.for_inventory(inv)
-    result = activate_domain(inv, domain, selector, nameservers=list(nameservers), force=force, store=store)
+    result = lifecycle.activate(inv, domain, selector, nameservers=list(nameservers), force=force, store=store)
     console = _console()
     if result.forced:
         console.print("[bold red]warning:[/] DNS check skipped (--force)")
@@ -184,17 +173,16 @@ def retire(domain: str | None, selector: str | None, purge: bool, inventory_name
         raise click.UsageError("give DOMAIN and SELECTOR (or --purge)")
     inv = load(inventory_name)
     store = KeyStore.for_inventory(inv)
-    name = sending_domain(inv, domain)
-    before = store.get(name, selector)
-    key = store.retire(name, selector)
+    key, already = lifecycle.retire(inv, domain, selector, store=store)
+    name = key.domain
     console = _console()
-    if before.state == "retired":
+    if already:
         console.print(f"{name}: {selector} was already retired at {key.retired}")
         return
     until = store.published_until(key)
     console.print(_keys_table(store, [key], title="Retired"))
     console.print(f"Its record stays published until {until:%Y-%m-%d %H:%M} UTC; "
                   "then mailops dkim retire --purge deletes it.")
-    if not any(k.algorithm == key.algorithm for k in store.signing(name)):
+    if lifecycle.unsigned_algorithms(store, name, [key.algorithm]):
         console.print(f"[bold yellow]warning:[/] {name} has no active {key.algorithm} key now; "
                       f"mail goes out without that signature (mailops dkim rotate {name})")
