@@ -11,7 +11,10 @@ import pytest
 
 from mailops.errors import MailopsError
 from mailops.ops import postfixlog
-from mailops.ops.postfixlog import Delivery, LogStats, Reject, bounces_csv, normalise_reason, parse_since
+from mailops.ops.bounces import bounces_csv
+from mailops.ops.logtime import parse_since
+from mailops.ops.postfixlines import Delivery, Reject, normalise_reason
+from mailops.ops.postfixlog import LogStats
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

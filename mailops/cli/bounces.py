@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
+import sys
+from functools import partial
 from pathlib import Path
 
 import click
@@ -13,7 +13,9 @@ from rich.table import Table
 
 from mailops.cli.base import MailopsGroup
 from mailops.cli.stats import read_stats, source_options
-from mailops.ops.postfixlog import bounces_csv
+from mailops.ops.export import export_bounces
+
+SOFT_SHOWN = 50     # soft bounces listed on standard error without --soft-output
 
 
 @click.group(cls=MailopsGroup)
@@ -24,43 +26,25 @@ def bounces() -> None:
 @bounces.command("export")
 @source_options
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Write the hard-bounce CSV here (default: standard output).")
+              help="Write the hard-bounce CSV here (default: standard output). A new file is private (0600).")
 @click.option("--soft-output", type=click.Path(path_type=Path),
               help="Write the soft bounces (deferred, never delivered) as CSV here; "
-                   "without it they are listed on standard error.")
+                   f"without it the first {SOFT_SHOWN} are listed on standard error.")
 def export(host, inventory_name, since, until, log_file, local_file, output, soft_output) -> None:
     """Hard bounces (5.x.x) as a CSV suppression list; soft bounces listed separately."""
-    result = read_stats(host, inventory_name, since, until, log_file, local_file, quiet=output is None)
-    hard, soft = result.hard_bounces(), result.soft_bounces()
-    text = bounces_csv(hard)
+    read = partial(read_stats, host, inventory_name, since, until, log_file, local_file, quiet=output is None)
+    result = export_bounces(read, output=output, soft_output=soft_output, stdout=sys.stdout,
+                            soft_preview=SOFT_SHOWN)
     err = Console(stderr=True)
     if output:
-        _write_new(output, text)
-        err.print(f"{len(hard)} hard-bounced recipient(s) written to {output}")
-    else:
-        click.echo(text, nl=False)
+        err.print(f"{result.hard} hard-bounced recipient(s) written to {output}")
     if soft_output:
-        _write_new(soft_output, _soft_csv(soft))
-        err.print(f"{len(soft)} soft-bounced recipient(s) written to {soft_output}")
-    elif soft:
+        err.print(f"{result.soft} soft-bounced recipient(s) written to {soft_output}")
+    elif result.soft_preview:
         t = Table("recipient", "deferrals", "last dsn", "last reason", title="soft bounces (not suppressed)",
                   title_justify="left")
-        for s in soft:
+        for s in result.soft_preview:
             t.add_row(s["recipient"], str(s["count"]), s["last_dsn"], s["last_reason"][:100])
         err.print(t)
-
-
-def _soft_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    fields = ["recipient", "domain", "count", "last_dsn", "last_reason", "first", "last", "sender"]
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def _write_new(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so an existing list is never left half-written."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+        if result.soft > len(result.soft_preview):
+            err.print(f"... and {result.soft - len(result.soft_preview)} more: use --soft-output FILE for all")

@@ -4,7 +4,6 @@ and mailops.ops.postfixlog)."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -13,10 +12,8 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from mailops.cli.base import inventory_option
-from mailops.inventory import resolve_inventory_path
 from mailops.ops import logs
-from mailops.ops.postfixlog import LogStats, parse_since
-from mailops.ops.remote import mail_hosts
+from mailops.ops.postfixlog import LogStats
 
 STATUSES = ("sent", "deferred", "bounced", "expired", "rejected")
 
@@ -34,9 +31,6 @@ def source_options(fn):
 
 
 def read_stats(host, inventory_name, since, until, log_file, local_file, quiet: bool) -> LogStats:
-    now = datetime.now(timezone.utc)
-    since_at = parse_since(since, now) if since else None
-    until_at = parse_since(until, now, option="--until") if until else None
     console = Console(stderr=True)
     # a progress bar only where a person watches and the log is long enough to wait for
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[lines]} lines"),
@@ -48,10 +42,8 @@ def read_stats(host, inventory_name, since, until, log_file, local_file, quiet: 
                 tasks[name] = bar.add_task(f"reading {name}", total=total, lines=0)
             bar.update(tasks[name], completed=done, lines=lines)
 
-        if local_file:
-            return logs.collect_local(local_file, since=since_at, until=until_at, progress=progress, now=now)
-        hosts = mail_hosts(resolve_inventory_path(inventory_name), host)
-        return logs.collect(hosts, since=since_at, until=until_at, log_file=log_file, progress=progress, now=now)
+        return logs.read(inventory=inventory_name, host=host, since=since, until=until, log_file=log_file,
+                         local_file=local_file, progress=progress)
 
 
 def _counts_table(title: str, rows: dict, key_name: str) -> Table:

@@ -4,19 +4,29 @@ Source: the systemd journal (Debian 12 without rsyslog: Postfix logs to
 syslog, journald keeps it with SYSLOG_FACILITY=2) or a log file on the host
 (``/var/log/mail.log`` with rsyslog), or a local file. Lines are parsed as
 they arrive over SSH and never kept, so a month of logs costs no more memory
-than an hour.
+than an hour, and a line longer than any Postfix line (MAX_LINE_BYTES) is read in
+bounded chunks and counted as skipped, never held whole.
 """
 
 from __future__ import annotations
 
+import gzip
 import shlex
+import zlib
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from mailops.errors import MailopsError
+from mailops.inventory import resolve_inventory_path
+from mailops.ops.logtime import parse_since
 from mailops.ops.postfixlog import LogStats
-from mailops.ops.remote import MailHost, Remote
+from mailops.ops.remote import MailHost, Remote, mail_hosts
+
+# Postfix's own log lines are a few KiB at most (a long SMTP reply, many recipients);
+# a longer line is not one of them and is skipped rather than held
+MAX_LINE_BYTES = 64 * 1024
 
 # progress(host, lines_so_far, bytes_so_far, total_bytes_or_None)
 Progress = Callable[[str, int, int, "int | None"], None]
@@ -35,6 +45,22 @@ def journal_command(since: datetime | None, until: datetime | None = None) -> st
 def file_command(path: str) -> str:
     quoted = shlex.quote(path)
     return f"zcat -f -- {quoted}" if path.endswith(".gz") else f"cat -- {quoted}"
+
+
+def read(*, inventory: str, host: str | None = None, since: str | None = None, until: str | None = None,
+         log_file: str | None = None, local_file: Path | None = None, progress: Progress | None = None,
+         now: datetime | None = None) -> LogStats:
+    """The statistics the ``stats`` and ``bounces`` commands show: ``since``/``until`` as the
+    operator typed them (see parse_since), from a local file or else the inventory's hosts."""
+    now = now or datetime.now(timezone.utc)
+    since_at = parse_since(since, now) if since is not None else None
+    until_at = parse_since(until, now, option="--until") if until is not None else None
+    if since_at and until_at and since_at > until_at:
+        raise MailopsError(f"--since '{since}' is after --until '{until}': nothing could match; swap them")
+    if local_file is not None:
+        return collect_local(local_file, since=since_at, until=until_at, progress=progress, now=now)
+    hosts = mail_hosts(resolve_inventory_path(inventory), host)
+    return collect(hosts, since=since_at, until=until_at, log_file=log_file, progress=progress, now=now)
 
 
 def collect(hosts: list[MailHost], *, since: datetime | None = None, until: datetime | None = None,
@@ -56,24 +82,50 @@ def collect(hosts: list[MailHost], *, since: datetime | None = None, until: date
 
 def collect_local(path: Path, *, since: datetime | None = None, until: datetime | None = None,
                   progress: Progress | None = None, now: datetime | None = None) -> LogStats:
-    """Parse a log file on this machine (e.g. one copied off a host, or rotated)."""
-    import gzip
-
+    """Parse a log file on this machine (e.g. one copied off a host, or rotated; .gz is
+    decompressed). A damaged or truncated .gz is an error naming the file, not a partial result."""
     if not path.is_file():
         raise MailopsError(f"{path}: no such log file")
     stats = LogStats(since=since, until=until, now=now)
-    opener = gzip.open if path.suffix == ".gz" else open
+    compressed = path.suffix == ".gz"
     total = path.stat().st_size
 
-    def lines(_cmd: str, on_bytes=None):
-        with opener(path, "rb") as fh:
-            for raw in fh:
-                if on_bytes:
-                    on_bytes(len(raw))
-                yield raw.decode("utf-8", "replace")
+    def lines(_cmd: str, on_bytes: Callable[[int], None]) -> Iterator[str | None]:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as fh:
+            yield from bounded_lines(fh, on_bytes)
 
-    _stream(stats, str(path), lines, "", total, progress)
+    try:
+        _stream(stats, str(path), lines, "", total, progress)
+    except gzip.BadGzipFile as exc:
+        if stats.lines == 0 and "Not a gzipped file" in str(exc):
+            raise MailopsError(f"{path}: not gzip data although the name ends in .gz; "
+                               "decompress it properly or rename it") from None
+        raise MailopsError(f"{path}: damaged gzip data after {stats.lines} line(s) ({exc})") from None
+    except EOFError:
+        raise MailopsError(f"{path}: the gzip data ends early after {stats.lines} line(s) (truncated, or still "
+                           "being written); copy it again") from None
+    except zlib.error as exc:
+        raise MailopsError(f"{path}: damaged gzip data after {stats.lines} line(s) ({exc})") from None
+    except OSError as exc:
+        raise MailopsError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     return stats
+
+
+def bounded_lines(fh: BinaryIO, on_bytes: Callable[[int], None]) -> Iterator[str | None]:
+    """The lines of a binary stream, decoded; None for a line over MAX_LINE_BYTES, whose
+    rest is read and dropped chunk by chunk."""
+    while True:
+        raw = fh.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        on_bytes(len(raw))
+        if len(raw) <= MAX_LINE_BYTES:
+            yield raw.decode("utf-8", "replace")
+            continue
+        while raw and not raw.endswith(b"\n"):
+            raw = fh.readline(MAX_LINE_BYTES)
+            on_bytes(len(raw))
+        yield None
 
 
 def _stream(stats: LogStats, name: str, source, command: str, total: int | None, progress: Progress | None) -> None:
@@ -83,7 +135,11 @@ def _stream(stats: LogStats, name: str, source, command: str, total: int | None,
         seen[1] += n
 
     for line in source(command, on_bytes):
-        stats.feed(line)
+        # a remote line arrives whole (mailops.ops.remote reads lines); it is still not parsed
+        if line is None or len(line) > MAX_LINE_BYTES:
+            stats.skip_too_long()
+        else:
+            stats.feed(line)
         seen[0] += 1
         if progress and seen[0] % 5000 == 0:
             progress(name, seen[0], seen[1], total)

@@ -1,11 +1,13 @@
 """Delivery statistics and bounce lists from Postfix logs, read as a stream.
 
 Lines arrive one at a time (``journalctl -o short-iso`` over SSH, or
-/var/log/mail.log), so nothing here keeps lines: memory grows only with the
-number of distinct domains, hours, reasons and failing recipients.  Per-queue
+/var/log/mail.log), so nothing here keeps lines, and memory is bounded
+whatever the log holds: the tables by domain, hour, DSN and reason keep a
+fixed number of keys and count the rest as "other"; failing recipients beyond
+a fixed number move to a temporary database (mailops.ops.bounces).  Per-queue
 state (the envelope sender, recipients still deferred) is dropped when qmgr
 logs ``removed`` and is capped as an LRU map for queue files whose removal we
-never see.
+never see.  The line formats are parsed in mailops.ops.postfixlines.
 
 Timestamps are recognised per line: journalctl short-iso
 (``2026-11-22T16:50:01+0000``), rsyslog RFC 3339 (Debian 12's mail.log,
@@ -15,176 +17,32 @@ Timestamps are recognised per line: journalctl short-iso
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Callable, Iterable
 
-from mailops.errors import MailopsError
+from mailops.ops.bounces import BounceStore
+from mailops.ops.logtime import as_utc
+from mailops.ops.postfixlines import (MAX_REASON_CHARS, QMGR_EXPIRED_RE, Delivery, Reject, classify_dsn, domain_of,
+                                      normalise_reason, parse_delivery, parse_reject)
+from mailops.ops.tables import BoundedTable
 
 UTC = timezone.utc
 STATUSES = ("sent", "deferred", "bounced", "expired", "rejected")
 MAX_INFLIGHT_QUEUE_IDS = 100_000     # queue files seen "queue active" but not yet "removed"
 MAX_PENDING_PER_QUEUE_ID = 1_000     # deferred recipients remembered per queue file (for expiry)
 MAX_DISTINCT_REASONS = 10_000        # after this, new reasons are counted as "other"
-MAX_REASON_CHARS = 300
 OTHER_REASON = "other"
-CSV_COLUMNS = ("recipient", "domain", "dsn", "class", "reason", "time", "sender", "count")
+# the tables by domain, hour and DSN keep at most this many keys; the rest is counted as OTHER_KEY
+MAX_DOMAINS = 10_000
+MAX_HOURS = 20_000                   # over two years of hours
+MAX_DSN_CODES = 1_000
+OTHER_KEY = "(other)"
+REPORTED_DOMAINS = 1_000             # the busiest domains a report lists by name
 
 # A syslog line without a year may be a little ahead of `now` (clock skew, a
 # local-time log read as UTC) without being last year's.
 _FUTURE_SLACK = timedelta(days=1)
-
-# ---------------------------------------------------------------------------
-# --since / --until
-# ---------------------------------------------------------------------------
-
-_RELATIVE_RE = re.compile(
-    r"-?\s*(\d+)\s*(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?)(?:\s+ago)?")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _as_utc(moment: datetime) -> datetime:
-    """Naive datetimes are taken as UTC (servers provisioned by mailops run in UTC)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def parse_since(text: str, now: datetime | None = None, option: str = "--since") -> datetime:
-    """A point in time from what an operator types: a date, a date and time, today,
-    yesterday, now, or a span back from now (30m, 2h, 1d, 1w, "2h ago", -2h)."""
-    now = _as_utc(now) if now is not None else datetime.now(UTC)
-    word = text.strip().lower()
-    if word == "now":
-        return now
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if word == "today":
-        return midnight
-    if word == "yesterday":
-        return midnight - timedelta(days=1)
-    relative = _RELATIVE_RE.fullmatch(word)
-    if relative:
-        return now - timedelta(seconds=int(relative.group(1)) * _UNIT_SECONDS[relative.group(2)[0]])
-    if word[:4].isdigit():
-        try:
-            return _as_utc(datetime.fromisoformat(text.strip().upper()))
-        except ValueError:
-            pass
-    raise MailopsError(f"{option} '{text}': not a time; use e.g. 2026-11-01, '2026-11-01 08:00', 2h, 1d or today")
-
-
-# ---------------------------------------------------------------------------
-# Events
-# ---------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Delivery:
-    """One ``status=`` line of a delivery agent (smtp, lmtp, local, virtual, pipe, error...)."""
-    time: datetime
-    queue_id: str
-    recipient: str
-    domain: str
-    sender: str | None      # None: the qmgr from= line was not seen; "" is the null sender <>
-    relay: str
-    dsn: str
-    status: str             # sent, deferred, bounced or expired
-    reason: str             # the text inside the final parentheses
-
-
-@dataclass(slots=True)
-class Reject:
-    """A refusal by smtpd/postscreen (``reject:``), a milter (``milter-reject:``) or
-    cleanup's header/body checks.  4xx refusals are rejects too; code tells them apart."""
-    time: datetime
-    queue_id: str | None    # None for NOQUEUE
-    stage: str              # CONNECT, HELO, EHLO, MAIL, RCPT, DATA, END-OF-MESSAGE, HEADER, BODY...
-    code: str               # SMTP reply code ("554"); "" when Postfix logged only the DSN (milters)
-    dsn: str
-    recipient: str | None
-    domain: str | None
-    sender: str | None
-    client: str             # "name[address]", as logged
-    reason: str             # reply text after the code and DSN
-
-
-def classify_dsn(dsn: str) -> str:
-    """What a permanent failure says about the address (RFC 3463), for suppression lists."""
-    if dsn in ("5.1.1", "5.1.0", "5.1.10", "5.1.3"):
-        return "bad-mailbox"
-    if dsn == "5.1.2":
-        return "bad-domain"
-    if dsn == "5.2.1":
-        return "mailbox-disabled"
-    if dsn == "5.2.2":
-        return "mailbox-full"
-    if dsn.startswith("5.7."):
-        return "policy"      # blocked or judged spam: not a problem with the address
-    if dsn.startswith("5.4."):
-        return "routing"
-    if dsn.startswith("5.3."):
-        return "system"
-    return "other"
-
-
-# ---------------------------------------------------------------------------
-# Reason normalisation: the same failure for different recipients, hosts and
-# queue files must land in one group.
-# ---------------------------------------------------------------------------
-
-_ADDRESS_RE = re.compile(r"<?[^\s<>@(),;:\"\[\]]+@[^\s<>@(),;:\"\[\]]+>?")
-_IPV6_RE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:.])")
-_IPV4_RE = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])")
-# queue ids (hex, or Postfix long ids) and other tokens from remote logs, e.g. Gmail's
-# "d9443c01a7336-2a4ff9d6a5bsi12345"; a digit is required so plain words survive
-_ID_RE = re.compile(r"\b(?:(?=[A-Fa-f]*\d)[0-9A-Fa-f]{8,}|(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{10,})\b")
-_LONG_NUMBER_RE = re.compile(r"\d{4,}")
-
-
-def _ipv6_or_same(match: re.Match) -> str:
-    token = match.group(0)
-    # "16:50:01" is a time, not an address: require a "::" or most of the eight groups
-    return "<ip>" if "::" in token or token.count(":") >= 5 else token
-
-
-def normalise_reason(reason: str) -> str:
-    """Replace addresses, IPs, ids and long numbers so that reasons group."""
-    text = reason
-    if "@" in text:
-        text = _ADDRESS_RE.sub("<addr>", text)
-    if ":" in text:
-        text = _IPV6_RE.sub(_ipv6_or_same, text)
-    text = _IPV4_RE.sub("<ip>", text)
-    text = _ID_RE.sub("<id>", text)
-    text = _LONG_NUMBER_RE.sub("<n>", text)
-    return text[:MAX_REASON_CHARS]
-
-
-# ---------------------------------------------------------------------------
-# Line formats (see log_adhoc.c, smtpd.c log_whatsup, cleanup_milter.c, cleanup_message.c)
-# ---------------------------------------------------------------------------
-
-_DELIVERY_RE = re.compile(
-    r"(?P<qid>[0-9A-Za-z]+): to=<(?P<rcpt>.*?)>, (?:orig_to=<.*?>, )?relay=(?P<relay>[^,]*), "
-    r".*?dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), status=(?P<status>[a-z]+)"
-    r"(?: \((?P<reason>.*)\)|, (?P<tail>.*))?$")
-_QMGR_EXPIRED_RE = re.compile(r"(?P<qid>[0-9A-Za-z]+): from=<(?P<sender>.*?)>, status=expired")
-_REJECT_RE = re.compile(
-    r"(?P<qid>[0-9A-Za-z]+): (?:milter-)?reject: (?P<stage>[A-Z][A-Z-]*) from "
-    r"(?P<client>\S*?\[[^\]]*\](?::\d+)?|\S+): (?P<rest>.*)$")
-# cleanup header_checks/body_checks: "reject: header Subject: x from host[ip]; from=<> to=<> ...: 5.7.1 text"
-_CONTENT_REJECT_RE = re.compile(
-    r"(?P<qid>[0-9A-Za-z]+): reject: (?P<stage>[a-z][a-z-]*) .*? from (?P<client>\S+);"
-    r"(?P<trailer>(?: (?:from|to)=<[^>]*>| proto=\S+| helo=<[^>]*>)*)(?:: (?P<rest>.*))?$")
-# the "; from=<..> to=<..> proto=.. helo=<..>" that ends smtpd's and postscreen's (comma separated) lines
-_TRAILER_RE = re.compile(r";((?:,? (?:from|to)=<[^>]*>|,? proto=[^\s,]+|,? helo=<[^>]*>)*)$")
-_REPLY_RE = re.compile(r"(?:(?P<code>[245]\d\d)[ -])?(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3})\s*)?(?P<text>.*)$", re.S)
-_FROM_RE = re.compile(r"from=<([^>]*)>")
-_TO_RE = re.compile(r"to=<([^>]*)>")
 
 _POSTFIX_PREFIXES = frozenset(("postfix/", "postfix-", "postfix["))
 _MONTHS = {name: number for number, name in enumerate(
@@ -197,11 +55,6 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _domain_of(address: str) -> str:
-    at = address.rfind("@")
-    return address[at + 1:].lower() if at >= 0 else ""
-
-
 class _Queued:
     """What we know about one queue file between qmgr's 'queue active' and 'removed'."""
     __slots__ = ("sender", "pending")
@@ -210,28 +63,6 @@ class _Queued:
         self.sender = sender
         self.pending: dict[str, tuple[str, str]] | None = None   # recipient -> (dsn, reason) of the last deferral
 
-
-class _Soft:
-    __slots__ = ("domain", "count", "last_dsn", "last_reason", "first", "last", "sender")
-
-    def __init__(self, domain: str, moment: datetime) -> None:
-        self.domain, self.count, self.first, self.last = domain, 0, moment, moment
-        self.last_dsn = self.last_reason = ""
-        self.sender: str | None = None
-
-
-class _Hard:
-    __slots__ = ("domain", "dsn", "cls", "reason", "time", "sender", "count")
-
-    def __init__(self, domain: str) -> None:
-        self.domain, self.count = domain, 0
-        self.dsn = self.cls = self.reason = ""
-        self.time: datetime | None = None
-        self.sender: str | None = None
-
-
-def _zero_counts() -> dict[str, int]:
-    return dict.fromkeys(STATUSES, 0)
 
 
 class LogStats:
@@ -248,35 +79,36 @@ class LogStats:
                  now: datetime | None = None, *, syslog_tz: tzinfo = UTC,
                  on_event: Callable[[Delivery | Reject], None] | None = None,
                  max_inflight: int = MAX_INFLIGHT_QUEUE_IDS) -> None:
-        self.since = _as_utc(since) if since is not None else None
-        self.until = _as_utc(until) if until is not None else None
+        self.since = as_utc(since) if since is not None else None
+        self.until = as_utc(until) if until is not None else None
         self.year = year
-        self.now = _as_utc(now) if now is not None else datetime.now(UTC)
+        self.now = as_utc(now) if now is not None else datetime.now(UTC)
         self.syslog_tz = syslog_tz
         self.on_event = on_event
         self.max_inflight = max_inflight
 
         self.lines = 0
         self.parsed = 0          # Postfix lines inside the window
-        self.skipped = 0         # everything else: not Postfix, no timestamp, outside the window
+        self.skipped = 0         # everything else: not Postfix, no timestamp, outside the window, too long
+        self.too_long = 0        # lines over the reader's length cap (mailops.ops.logs), skipped unread
         self.ndr_sent = 0        # non-delivery notifications sent back to senders
         self.evicted = 0         # queue ids dropped from the in-flight map by the cap
         self.first: datetime | None = None
         self.last: datetime | None = None
 
-        self.totals = _zero_counts()
-        self.by_domain: dict[str, dict[str, int]] = {}
-        self.by_hour: dict[str, dict[str, int]] = {}
-        self.dsn: dict[str, int] = {}
+        self.totals = dict.fromkeys(STATUSES, 0)
+        self.by_domain = BoundedTable(STATUSES, MAX_DOMAINS, OTHER_KEY)
+        self.by_hour = BoundedTable(STATUSES, MAX_HOURS, OTHER_KEY)
+        self.dsn = BoundedTable(("count",), MAX_DSN_CODES, OTHER_KEY)
         self.reasons: dict[tuple[str, str], int] = {}
+        self.bounces = BounceStore()
 
         self._inflight: OrderedDict[str, _Queued] = OrderedDict()
-        self._soft: dict[str, _Soft] = {}
-        self._hard: dict[str, _Hard] = {}
 
         # one-entry timestamp cache: consecutive lines mostly share their second
         self._ts_text = ""
         self._ts: datetime | None = None
+        self._ts_iso: str | None = None
         self._hour = ""
         self._in_window = False
 
@@ -335,16 +167,22 @@ class LogStats:
         elif "/bounce[" in program and "sender non-delivery notification" in msg:
             self.ndr_sent += 1
 
+    def skip_too_long(self) -> None:
+        """Count a line the reader did not keep because it is longer than any Postfix line."""
+        self.lines += 1
+        self.skipped += 1
+        self.too_long += 1
+
     def _set_time(self, ts_text: str) -> bool:
         """Parse a timestamp not seen on the previous line; False if it is not one."""
         try:
             if ts_text[:1].isdigit():
-                moment = _as_utc(datetime.fromisoformat(ts_text))
+                moment = as_utc(datetime.fromisoformat(ts_text))
             else:
                 moment = self._syslog_time(ts_text)
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, OverflowError):    # OverflowError: a zone pushes it past year 1 or 9999
             return False
-        self._ts_text, self._ts = ts_text, moment
+        self._ts_text, self._ts, self._ts_iso = ts_text, moment, _iso(moment)
         self._hour = moment.strftime("%Y-%m-%dT%H:00Z")
         self._in_window = not ((self.since is not None and moment < self.since)
                                or (self.until is not None and moment > self.until))
@@ -369,18 +207,12 @@ class LogStats:
     def _count(self, status: str, domain: str | None, n: int = 1) -> None:
         self.totals[status] += n
         if domain:
-            counts = self.by_domain.get(domain)
-            if counts is None:
-                counts = self.by_domain[domain] = _zero_counts()
-            counts[status] += n
-        counts = self.by_hour.get(self._hour)
-        if counts is None:
-            counts = self.by_hour[self._hour] = _zero_counts()
-        counts[status] += n
+            self.by_domain.add(domain, status, n)
+        self.by_hour.add(self._hour, status, n)
 
     def _count_dsn(self, dsn: str) -> None:
         if dsn:
-            self.dsn[dsn] = self.dsn.get(dsn, 0) + 1
+            self.dsn.add(dsn, "count")
 
     def _count_reason(self, status: str, reason: str) -> None:
         key = (status, normalise_reason(reason))
@@ -405,13 +237,7 @@ class LogStats:
 
     def _hard_bounce(self, recipient: str, domain: str, dsn: str, cls: str, reason: str,
                      sender: str | None) -> None:
-        hard = self._hard.get(recipient)
-        if hard is None:
-            hard = self._hard[recipient] = _Hard(domain)
-        hard.count += 1
-        hard.dsn, hard.cls, hard.reason, hard.time = dsn, cls, reason[:MAX_REASON_CHARS], self._ts
-        if sender is not None:
-            hard.sender = sender
+        self.bounces.hard(recipient, domain, dsn, cls, reason[:MAX_REASON_CHARS], self._ts_iso, sender)
 
     # -- events --------------------------------------------------------------
 
@@ -427,7 +253,7 @@ class LogStats:
 
     def _qmgr_expired(self, msg: str) -> None:
         """The queue file outlived maximal_queue_lifetime: its deferred recipients are lost."""
-        match = _QMGR_EXPIRED_RE.match(msg)
+        match = QMGR_EXPIRED_RE.match(msg)
         if not match:
             return
         queued = self._inflight.get(match["qid"])
@@ -437,39 +263,32 @@ class LogStats:
             self._count("expired", None)     # recipients unknown: we did not see them deferred
             return
         for recipient, (dsn, reason) in pending.items():
-            domain = _domain_of(recipient)
+            domain = domain_of(recipient)
             self._count("expired", domain)
-            self._soft.pop(recipient, None)
+            self.bounces.resolve(recipient)
             self._hard_bounce(recipient, domain, dsn, "expired", reason, sender)
         queued.pending = None
 
     def _delivery(self, msg: str) -> None:
-        match = _DELIVERY_RE.match(msg)
-        if match is None:
+        parsed = parse_delivery(msg)
+        if parsed is None:
             return
-        status = match["status"]
+        queue_id, recipient, relay, dsn, status, reason = parsed
         if status not in ("sent", "deferred", "bounced", "expired"):
             return                          # deliverable/undeliverable: address probes, not mail
-        queue_id, recipient, dsn = match["qid"], match["rcpt"].lower(), match["dsn"]
-        reason = match["reason"] or match["tail"] or ""
-        domain = _domain_of(recipient)
+        recipient = recipient.lower()
+        domain = domain_of(recipient)
         queued = self._inflight.get(queue_id)
         sender = queued.sender if queued is not None else None
         self._count(status, domain)
         self._count_dsn(dsn)
         if status == "sent":
-            self._soft.pop(recipient, None)
+            self.bounces.resolve(recipient)
             if queued is not None and queued.pending:
                 queued.pending.pop(recipient, None)
         elif status == "deferred":
             self._count_reason(status, reason)
-            soft = self._soft.get(recipient)
-            if soft is None:
-                soft = self._soft[recipient] = _Soft(domain, self._ts)
-            soft.count += 1
-            soft.last, soft.last_dsn, soft.last_reason = self._ts, dsn, reason[:MAX_REASON_CHARS]
-            if sender is not None:
-                soft.sender = sender
+            self.bounces.defer(recipient, domain, dsn, reason[:MAX_REASON_CHARS], self._ts_iso, sender)
             if queued is None:
                 queued = self._remember(queue_id, None)
             if queued.pending is None:
@@ -478,92 +297,69 @@ class LogStats:
                 queued.pending[recipient] = (dsn, reason[:MAX_REASON_CHARS])
         else:                               # bounced or expired: final
             self._count_reason(status, reason)
-            soft = self._soft.pop(recipient, None)
+            last_reason = self.bounces.resolve(recipient)
             if queued is not None and queued.pending:
                 queued.pending.pop(recipient, None)
             if status == "expired":
-                last_reason = soft.last_reason if soft is not None else ""
                 self._hard_bounce(recipient, domain, dsn, "expired", last_reason or reason, sender)
             elif dsn.startswith("5"):
                 self._hard_bounce(recipient, domain, dsn, classify_dsn(dsn), reason, sender)
         if self.on_event is not None:
-            self.on_event(Delivery(self._ts, queue_id, recipient, domain, sender, match["relay"], dsn,
-                                   status, reason))
+            self.on_event(Delivery(self._ts, queue_id, recipient, domain, sender, relay, dsn, status, reason))
 
     def _reject(self, msg: str) -> None:
-        match = _REJECT_RE.match(msg)
-        if match is not None:
-            stage, rest = match["stage"], match["rest"]
-            trailer = _TRAILER_RE.search(rest)
-            reply, trailer_text = (rest[:trailer.start()], trailer.group(1)) if trailer else (rest, "")
-        else:
-            match = _CONTENT_REJECT_RE.match(msg)
-            if match is None:
-                return
-            stage, reply, trailer_text = match["stage"].upper(), match["rest"] or "", match["trailer"]
-        parts = _REPLY_RE.match(reply.strip())
-        code, dsn, text = parts["code"] or "", parts["dsn"] or "", parts["text"]
-        sender_match, recipient_match = _FROM_RE.search(trailer_text), _TO_RE.search(trailer_text)
-        recipient = recipient_match.group(1).lower() if recipient_match else None
-        domain = _domain_of(recipient) if recipient else None
+        parsed = parse_reject(msg)
+        if parsed is None:
+            return
+        queue_id, stage, client, code, dsn, text, sender, recipient = parsed
+        recipient = recipient.lower() if recipient else None
+        domain = domain_of(recipient) if recipient else None
         self._count("rejected", domain)
         self._count_dsn(dsn)
         self._count_reason("rejected", " ".join(p for p in (code, dsn, text) if p))
         if self.on_event is not None:
-            queue_id = match["qid"]
             self.on_event(Reject(self._ts, None if queue_id == "NOQUEUE" else queue_id, stage, code, dsn,
-                                 recipient, domain, sender_match.group(1) if sender_match else None,
-                                 match["client"], text))
+                                 recipient, domain, sender, client, text))
 
     # -- results -------------------------------------------------------------
 
-    def report(self, top: int = 10) -> dict:
+    def report(self, top: int = 10, domains: int = REPORTED_DOMAINS) -> dict:
+        """The counts as plain data: the ``domains`` busiest destination domains by name
+        (the rest as OTHER_KEY), the ``top`` most frequent reasons."""
+        dsn = {code: row["count"] for code, row in self.dsn.rows().items()}
         dsn_classes = {"2": 0, "4": 0, "5": 0}
-        for dsn, count in self.dsn.items():
-            dsn_classes[dsn[0]] = dsn_classes.get(dsn[0], 0) + count
+        for code, count in dsn.items():
+            if code != OTHER_KEY:
+                dsn_classes[code[0]] = dsn_classes.get(code[0], 0) + count
         reasons = sorted(self.reasons.items(), key=lambda item: (-item[1], item[0][1], item[0][0]))
         return {
             "lines": self.lines,
             "postfix_lines": self.parsed,
             "skipped": self.skipped,
+            "too_long": self.too_long,
             "first": _iso(self.first),
             "last": _iso(self.last),
             "totals": dict(self.totals),
             "ndr_sent": self.ndr_sent,
-            "by_domain": {domain: dict(self.by_domain[domain]) for domain in sorted(self.by_domain)},
-            "by_hour": {hour: dict(self.by_hour[hour]) for hour in sorted(self.by_hour)},
-            "dsn": dict(sorted(self.dsn.items())),
+            "by_domain": self.by_domain.rows(limit=domains),
+            "by_hour": self.by_hour.rows(),
+            "dsn": dsn,
             "dsn_classes": dsn_classes,
             "top_reasons": [{"reason": reason, "status": status, "count": count}
                             for (status, reason), count in reasons[:top]],
         }
 
     def hard_bounces(self) -> list[dict]:
-        """One row per recipient with a permanent failure (5.x.x bounce or expiry), by recipient."""
-        return [{"recipient": recipient, "domain": hard.domain, "dsn": hard.dsn, "class": hard.cls,
-                 "reason": hard.reason, "time": _iso(hard.time), "sender": hard.sender, "count": hard.count}
-                for recipient, hard in sorted(self._hard.items())]
+        """One row per recipient with a permanent failure (5.x.x bounce or expiry), by recipient
+        (the whole list in memory: mailops.ops.export streams it instead)."""
+        return list(self.bounces.hard_rows())
 
     def soft_bounces(self) -> list[dict]:
         """Recipients deferred and, within the log read, neither delivered nor bounced since."""
-        rows = [{"recipient": recipient, "domain": soft.domain, "count": soft.count, "last_dsn": soft.last_dsn,
-                 "last_reason": soft.last_reason, "first": _iso(soft.first), "last": _iso(soft.last),
-                 "sender": soft.sender}
-                for recipient, soft in self._soft.items()]
-        rows.sort(key=lambda row: (-row["count"], row["recipient"]))
-        return rows
+        return list(self.bounces.soft_rows())
 
     @property
     def inflight(self) -> int:
         """Queue ids currently remembered (bounded by max_inflight)."""
         return len(self._inflight)
 
-
-def bounces_csv(rows: list[dict]) -> str:
-    """hard_bounces() rows as CSV (header recipient,domain,dsn,class,reason,time,sender,count)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", restval="", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in CSV_COLUMNS})
-    return out.getvalue()

@@ -1,0 +1,189 @@
+"""What one Postfix log message says: the events (a delivery, a reject), how a DSN and a
+reason are grouped, and the parsers of the line formats (see log_adhoc.c, smtpd.c
+log_whatsup, cleanup_milter.c, cleanup_message.c).
+
+Every parser runs in time linear in the line: a hostile or broken line of any length
+must not stall the reader (no pattern here can backtrack over the same text twice)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+MAX_REASON_CHARS = 300
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One ``status=`` line of a delivery agent (smtp, lmtp, local, virtual, pipe, error...)."""
+    time: datetime
+    queue_id: str
+    recipient: str
+    domain: str
+    sender: str | None      # None: the qmgr from= line was not seen; "" is the null sender <>
+    relay: str
+    dsn: str
+    status: str             # sent, deferred, bounced or expired
+    reason: str             # the text inside the final parentheses
+
+
+@dataclass(slots=True)
+class Reject:
+    """A refusal by smtpd/postscreen (``reject:``), a milter (``milter-reject:``) or
+    cleanup's header/body checks.  4xx refusals are rejects too; code tells them apart."""
+    time: datetime
+    queue_id: str | None    # None for NOQUEUE
+    stage: str              # CONNECT, HELO, EHLO, MAIL, RCPT, DATA, END-OF-MESSAGE, HEADER, BODY...
+    code: str               # SMTP reply code ("554"); "" when Postfix logged only the DSN (milters)
+    dsn: str
+    recipient: str | None
+    domain: str | None
+    sender: str | None
+    client: str             # "name[address]", as logged
+    reason: str             # reply text after the code and DSN
+
+
+def classify_dsn(dsn: str) -> str:
+    """What a permanent failure says about the address (RFC 3463), for suppression lists."""
+    if dsn in ("5.1.1", "5.1.0", "5.1.10", "5.1.3"):
+        return "bad-mailbox"
+    if dsn == "5.1.2":
+        return "bad-domain"
+    if dsn == "5.2.1":
+        return "mailbox-disabled"
+    if dsn == "5.2.2":
+        return "mailbox-full"
+    if dsn.startswith("5.7."):
+        return "policy"      # blocked or judged spam: not a problem with the address
+    if dsn.startswith("5.4."):
+        return "routing"
+    if dsn.startswith("5.3."):
+        return "system"
+    return "other"
+
+
+def domain_of(address: str) -> str:
+    at = address.rfind("@")
+    return address[at + 1:].lower() if at >= 0 else ""
+
+
+# ---------------------------------------------------------------------------
+# Reason normalisation: the same failure for different recipients, hosts and
+# queue files must land in one group.
+# ---------------------------------------------------------------------------
+
+_ADDRESS_CHAR = r"[^\s<>@(),;:\"\[\]]"
+# the look-behind starts a match only where a run of address characters starts: without
+# it a long run with no "@" is rescanned from each of its characters (quadratic)
+_ADDRESS_RE = re.compile(rf"<?(?<!{_ADDRESS_CHAR}){_ADDRESS_CHAR}+@{_ADDRESS_CHAR}+>?")
+_IPV6_RE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:.])")
+_IPV4_RE = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])")
+# queue ids (hex, or Postfix long ids) and other tokens from remote logs, e.g. Gmail's
+# "d9443c01a7336-2a4ff9d6a5bsi12345"; a digit is required so plain words survive
+_ID_RE = re.compile(r"\b(?:(?=[A-Fa-f]*\d)[0-9A-Fa-f]{8,}|(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{10,})\b")
+_LONG_NUMBER_RE = re.compile(r"\d{4,}")
+
+
+def _ipv6_or_same(match: re.Match) -> str:
+    token = match.group(0)
+    # "16:50:01" is a time, not an address: require a "::" or most of the eight groups
+    return "<ip>" if "::" in token or token.count(":") >= 5 else token
+
+
+def normalise_reason(reason: str) -> str:
+    """Replace addresses, IPs, ids and long numbers so that reasons group."""
+    text = reason
+    if "@" in text:
+        text = _ADDRESS_RE.sub("<addr>", text)
+    if ":" in text:
+        text = _IPV6_RE.sub(_ipv6_or_same, text)
+    text = _IPV4_RE.sub("<ip>", text)
+    text = _ID_RE.sub("<id>", text)
+    text = _LONG_NUMBER_RE.sub("<n>", text)
+    return text[:MAX_REASON_CHARS]
+
+
+# ---------------------------------------------------------------------------
+# Line formats
+# ---------------------------------------------------------------------------
+
+_DELIVERY_HEAD_RE = re.compile(r"([0-9A-Za-z]+): to=<")
+# the recipient ends at the first ">, " that relay= (or orig_to=) follows
+_RECIPIENT_END_RE = re.compile(r">, (?=relay=|orig_to=<)")
+_DSN_STATUS_RE = re.compile(r"dsn=(\d\.\d{1,3}\.\d{1,3}), status=([a-z]+)")
+QMGR_EXPIRED_RE = re.compile(r"(?P<qid>[0-9A-Za-z]+): from=<(?P<sender>.*?)>, status=expired")
+# the client's [address] holds no "[", "]" or space, so each "[" is scanned once
+_REJECT_RE = re.compile(
+    r"(?P<qid>[0-9A-Za-z]+): (?:milter-)?reject: (?P<stage>[A-Z][A-Z-]*) from "
+    r"(?P<client>\S*?\[[^\[\]\s]*\](?::\d+)?|\S+): (?P<rest>.*)$")
+# the addresses of a trailer hold no "<" or ">", so a run of unclosed "from=<" is scanned once
+_ADDRESSES = r"(?:from|to|helo)=<[^<>]*>"
+# cleanup header_checks/body_checks: "reject: header Subject: x from host[ip]; from=<> to=<> ...: 5.7.1 text"
+_CONTENT_REJECT_RE = re.compile(
+    r"(?P<qid>[0-9A-Za-z]+): reject: (?P<stage>[a-z][a-z-]*) .*? from (?P<client>\S+);"
+    rf"(?P<trailer>(?: {_ADDRESSES}| proto=\S+)*)(?:: (?P<rest>.*))?$")
+# the "; from=<..> to=<..> proto=.. helo=<..>" that ends smtpd's and postscreen's (comma separated) lines
+_TRAILER_RE = re.compile(rf";((?:,? {_ADDRESSES}|,? proto=[^\s,]+)*)$")
+_REPLY_RE = re.compile(r"(?:(?P<code>[245]\d\d)[ -])?(?:(?P<dsn>[245]\.\d{1,3}\.\d{1,3})\s*)?(?P<text>.*)$", re.S)
+_FROM_RE = re.compile(r"from=<([^>]*)>")
+_TO_RE = re.compile(r"to=<([^>]*)>")
+
+
+def parse_delivery(msg: str) -> tuple[str, str, str, str, str, str] | None:
+    """(queue id, recipient, relay, dsn, status, reason) of
+    ``QID: to=<rcpt>, [orig_to=<..>, ]relay=R, ..., dsn=D, status=S (reason)``, or None.
+
+    Found with plain searches rather than one pattern: a lazy recipient followed by a
+    lazy ``.*?dsn=`` backtracks over the whole line once per ``>, `` in it."""
+    head = _DELIVERY_HEAD_RE.match(msg)
+    if head is None:
+        return None
+    end = _RECIPIENT_END_RE.search(msg, head.end())
+    if end is None:
+        return None
+    relay_at = end.end()
+    if msg.startswith("orig_to=<", relay_at):
+        orig_end = msg.find(">, relay=", relay_at)
+        if orig_end < 0:
+            return None
+        relay_at = orig_end + 3
+    if not msg.startswith("relay=", relay_at):
+        return None
+    relay_at += 6
+    relay_end = msg.find(",", relay_at)
+    if relay_end < 0 or msg[relay_end + 1:relay_end + 2] != " ":
+        return None
+    rest_at = relay_end + 2
+    for status in _DSN_STATUS_RE.finditer(msg, rest_at):
+        after = status.end()
+        if after == len(msg):
+            reason = ""
+        elif msg.startswith(", ", after):
+            reason = msg[after + 2:]
+        elif msg.startswith(" (", after) and msg.endswith(")"):
+            reason = msg[after + 2:-1]
+        else:
+            continue
+        return (head.group(1), msg[head.end():end.start()], msg[relay_at:relay_end], status.group(1),
+                status.group(2), reason)
+    return None
+
+
+def parse_reject(msg: str) -> tuple[str, str, str, str, str, str, str | None, str | None] | None:
+    """(queue id or NOQUEUE, stage, client, code, dsn, text, sender, recipient) of an smtpd,
+    postscreen, milter or cleanup header/body reject, or None."""
+    match = _REJECT_RE.match(msg)
+    if match is not None:
+        stage, rest = match["stage"], match["rest"]
+        trailer = _TRAILER_RE.search(rest)
+        reply, trailer_text = (rest[:trailer.start()], trailer.group(1)) if trailer else (rest, "")
+    else:
+        match = _CONTENT_REJECT_RE.match(msg)
+        if match is None:
+            return None
+        stage, reply, trailer_text = match["stage"].upper(), match["rest"] or "", match["trailer"]
+    parts = _REPLY_RE.match(reply.strip())
+    sender, recipient = _FROM_RE.search(trailer_text), _TO_RE.search(trailer_text)
+    return (match["qid"], stage, match["client"], parts["code"] or "", parts["dsn"] or "", parts["text"],
+            sender.group(1) if sender else None, recipient.group(1) if recipient else None)
