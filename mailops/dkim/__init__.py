@@ -10,6 +10,11 @@ Typical use::
     store.purge()                                  # retired keys past the grace period
     store.published("shop.test"); store.signing("shop.test")
 
+What an inventory adds (its domains and settings, which servers prove a key
+visible) is in ``lifecycle``; which keys sign is ``signing.signing_keys`` (the
+opendkim role uses the same rule); the DKIM record itself is
+``mailops.dns.kinds.dkim``.
+
 Library only: no click, nothing printed; errors are one-line ``MailopsError``.
 """
 

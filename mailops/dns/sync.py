@@ -1,5 +1,9 @@
 """``dns plan`` / ``dns sync`` as a library: build providers, plan, apply, read back.
 
+``sync_inventory`` is the whole ``dns sync`` (with callbacks for showing the plan,
+confirming it and reporting each step); ``make_plan``, ``apply_plan`` and
+``readback`` are its parts.
+
 Nothing here prints: every function returns data or raises MailopsError.
 """
 
@@ -188,7 +192,8 @@ def apply_plan(plan: Plan, providers: Providers, *, on_step: Callable[[str], Non
 # --- read back ----------------------------------------------------------------
 
 class DnsReader:
-    """Asks a zone's authoritative servers directly (found through the inventory's resolvers)."""
+    """Asks a zone's authoritative servers (found through the inventory's resolvers) or the
+    resolvers themselves, each query sent by :func:`mailops.dns.query.ask`."""
 
     def __init__(self, resolvers: list[str] | None = None, timeout: float = 3.0):
         self.resolver = dns.resolver.Resolver(configure=not resolvers)

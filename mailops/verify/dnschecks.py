@@ -12,6 +12,10 @@ source that never answered (timeout, SERVFAIL, REFUSED, after retries) makes
 the check inconclusive -- never pass, never fail.  Everything else a receiver
 would look up (SPF includes, MX target addresses, DNSBLs) goes through the
 resolvers only.
+
+Each check reads its record with the kind's own name and parser
+(:mod:`mailops.dns.kinds`); DNS is read through :mod:`mailops.verify.dnsview`,
+blocklists are decoded in :mod:`mailops.verify.dnsbl`.
 """
 
 from __future__ import annotations
