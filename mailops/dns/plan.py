@@ -48,10 +48,6 @@ class ZonePlan:
     refused: str | None = None
 
     @property
-    def adopts(self) -> list[tuple[Existing, Record]]:
-        return [(o, n) for o, n in self.changes.updates if not o.owned and o.record == n]
-
-    @property
     def destructive(self) -> int:
         """Updates and deletes of existing DNS data (adopting changes no data)."""
         return len(self.changes.deletes) + sum(1 for o, n in self.changes.updates if o.record != n)

@@ -41,10 +41,6 @@ class Record:
     def key(self) -> tuple[str, str, str]:
         return (self.name, self.type, self.value)
 
-    def wire_strings(self) -> list[str]:
-        """TXT only: the value split into <= 255-byte character-strings."""
-        return split_txt(self.value)
-
     def __str__(self) -> str:
         value = self.value if self.type != "TXT" else f'"{self.value}"'
         return f"{self.name} {self.ttl} {self.type} {value}"
