@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from mailops.errors import MailopsError
-from mailops.ops.export import export_bounces
 from mailops.ops.postfixlog import LogStats
 from tests.helpers import VENV_BIN, mailops
 
@@ -137,6 +136,8 @@ def test_new_lists_are_private_and_complete(tmp_path, log):
 
 
 def test_temporary_files_are_private_while_the_log_is_read_and_removed_on_error(tmp_path):
+    from mailops.ops.export import export_bounces    # here, so the file's other tests run on older code too
+
     seen: dict[str, int] = {}
 
     def failing_read() -> LogStats:
@@ -287,3 +288,78 @@ def test_a_long_but_valid_delivery_line_is_still_counted():
     seconds, stats = _parse_seconds(BOUNCE.replace("User unknown (in reply to RCPT TO command)", reason))
     assert seconds < 2 and stats.totals["bounced"] == 1
     assert stats.hard_bounces()[0]["recipient"] == "nobody@gmail.test"
+
+
+# -- queue actions: the per-host plan/confirm/apply workflow of mailops.ops.queue.act -----------
+
+class _FakeRemote:
+    """A mail host's queue as postqueue -j shows it; postsuper removes what it is given."""
+    queue = [
+        {"queue_name": "deferred", "queue_id": "AAAA11111", "arrival_time": 1_700_000_000, "message_size": 10,
+         "sender": "news@shop.test", "recipients": [{"address": "a@inbox.test", "delay_reason": "450 later"}]},
+        {"queue_name": "deferred", "queue_id": "BBBB22222", "arrival_time": 1_700_000_100, "message_size": 10,
+         "sender": "news@shop.test", "recipients": [{"address": "b@other.test"}]},
+    ]
+    commands: list[tuple[str, str | None]] = []
+
+    def __init__(self, host) -> None:
+        self.host = host
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def run(self, command: str) -> str:
+        import json
+        self.commands.append((command, None))
+        return "".join(json.dumps(m) + "\n" for m in self.queue)
+
+    def run_with_stderr(self, command: str, stdin: str | None = None):
+        self.commands.append((command, stdin))
+        return 0, "", "".join(f"postsuper: {qid}: removed\n" for qid in (stdin or "").split())
+
+
+@pytest.fixture
+def fake_queue(monkeypatch):
+    from mailops.ops import queue
+    monkeypatch.setattr(queue, "Remote", _FakeRemote)
+    _FakeRemote.commands = []
+    return queue
+
+
+class _Host:
+    name = "mta1.shop.test"
+
+
+def test_queue_act_asks_before_applying_and_a_no_changes_nothing(fake_queue):
+    steps: list = []
+    asked: list = []
+    selection = fake_queue.Selection(domain="inbox.test")
+
+    def decline(host, plan):
+        asked.append((host, plan.ids))
+        return False
+
+    report = fake_queue.act([_Host()], "delete", selection, confirm=decline, progress=steps.append)
+    assert asked == [("mta1.shop.test", ["AAAA11111"])]
+    assert [s.stage for s in steps] == ["planned", "declined"]
+    assert report["mta1.shop.test"]["result"] is None and report["mta1.shop.test"]["plan"]["count"] == 1
+    assert [c for c, _ in _FakeRemote.commands] == ["postqueue -j"]        # nothing applied
+
+
+def test_queue_act_applies_exactly_the_plan(fake_queue):
+    steps: list = []
+    report = fake_queue.act([_Host()], "delete", fake_queue.Selection(domain="inbox.test"),
+                            confirm=lambda host, plan: True, progress=steps.append)
+    assert [s.stage for s in steps] == ["planned", "applied"]
+    assert _FakeRemote.commands[-1] == ("postsuper -d -", "AAAA11111\n")
+    assert report["mta1.shop.test"]["result"] == {"action": "delete", "done": ["AAAA11111"], "count": 1,
+                                                  "missing": []}
+
+
+def test_queue_flush_of_everything_needs_no_plan(fake_queue):
+    report = fake_queue.act([_Host()], "flush", fake_queue.Selection(), progress=lambda step: None)
+    assert report == {"mta1.shop.test": {"action": "flush", "all": True}}
+    assert _FakeRemote.commands == [("postqueue -f", None)]

@@ -12,7 +12,7 @@ from rich.table import Table
 from mailops.cli.base import MailopsGroup, inventory_option
 from mailops.inventory import resolve_inventory_path
 from mailops.ops import queue as q
-from mailops.ops.remote import Remote, mail_hosts
+from mailops.ops.remote import mail_hosts
 
 
 class _QueueGroup(MailopsGroup):
@@ -48,14 +48,7 @@ def _age(seconds: int) -> str:
 @click.option("--list", "list_messages", is_flag=True, help="Also list every queued message.")
 def show(host: str | None, inventory_name: str, as_json: bool, list_messages: bool) -> None:
     """Counts by queue and destination domain, the oldest message, the top deferral reasons."""
-    out = {}
-    for h in _hosts(inventory_name, host):
-        with Remote(h) as remote:
-            messages = q.read_queue(remote)
-        summary = q.summarize(messages)
-        if list_messages or as_json:
-            summary["queue"] = [m.to_dict() for m in messages]
-        out[h.name] = summary
+    out = q.summaries(_hosts(inventory_name, host), with_messages=list_messages or as_json)
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -86,43 +79,42 @@ def _selection_options(fn):
     return click.argument("host", required=False)(fn)
 
 
+_DONE = {"delete": "removed", "hold": "held", "release": "released", "flush": "flushed"}
+
+
 def _act(action: str, host, inventory_name, domain, sender, as_json, yes=True) -> None:
     selection = q.Selection(domain=domain, sender=sender)
     console = Console(stderr=as_json)
-    report = {}
-    for h in _hosts(inventory_name, host):
-        with Remote(h) as remote:
-            if action == "flush" and selection.everything:
-                q.flush_all(remote)
-                report[h.name] = {"action": "flush", "all": True}
-                console.print(f"{h.name}: every deferred message scheduled for delivery now")
-                continue
-            p = q.plan(q.read_queue(remote), action, selection)
-            console.print(f"{h.name}: {action} {len(p.messages)} message(s) {selection.describe()}")
+
+    def show(step: q.HostStep) -> None:
+        name = step.host
+        if step.stage == "flushed-all":
+            console.print(f"{name}: every deferred message scheduled for delivery now")
+        elif step.stage == "planned":
+            p = step.plan
+            console.print(f"{name}: {action} {len(p.messages)} message(s) {selection.describe()}")
             for m in p.messages:
                 rcpts = ", ".join(r.address for r in m.recipients)
                 console.print(f"  {m.queue_id:<12} {m.queue:<9} {m.sender or '<>'} -> {rcpts}")
             if p.shared:
                 console.print(f"  [yellow]note[/yellow]: {len(p.shared)} of them also go to other domains; "
                               f"the {action} applies to the whole message")
-            entry = {"plan": p.to_dict()}
-            if p.messages and not yes:
-                if not sys.stdin.isatty():
-                    raise click.ClickException(f"{action} of {len(p.messages)} message(s) planned on {h.name}; "
-                                               "nothing done: rerun with --yes to apply")
-                if not click.confirm(f"{action} these {len(p.messages)} message(s) on {h.name}?", err=True):
-                    console.print(f"{h.name}: nothing done")
-                    entry["result"] = None
-                    report[h.name] = entry
-                    continue
-            result = q.apply(remote, p)
-            entry["result"] = result.to_dict()
-            report[h.name] = entry
-            verb = {"delete": "removed", "hold": "held", "release": "released", "flush": "flushed"}[action]
-            console.print(f"{h.name}: {verb} {len(result.done)}: {' '.join(result.done) or '-'}")
+        elif step.stage == "declined":
+            console.print(f"{name}: nothing done")
+        else:
+            result = step.result
+            console.print(f"{name}: {_DONE[action]} {len(result.done)}: {' '.join(result.done) or '-'}")
             if result.missing:
-                console.print(f"{h.name}: {len(result.missing)} had already left the queue: "
+                console.print(f"{name}: {len(result.missing)} had already left the queue: "
                               f"{' '.join(result.missing)}")
+
+    def ask(name: str, p: q.Plan) -> bool:
+        if not sys.stdin.isatty():
+            raise click.ClickException(f"{action} of {len(p.messages)} message(s) planned on {name}; "
+                                       "nothing done: rerun with --yes to apply")
+        return click.confirm(f"{action} these {len(p.messages)} message(s) on {name}?", err=True)
+
+    report = q.act(_hosts(inventory_name, host), action, selection, confirm=None if yes else ask, progress=show)
     if as_json:
         click.echo(json.dumps(report, indent=2))
 

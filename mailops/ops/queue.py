@@ -14,9 +14,11 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailops.errors import MailopsError
+from mailops.ops.remote import MailHost, Remote
 
 QUEUES = ("active", "incoming", "deferred", "hold", "maildrop")
 ACTIONS = ("flush", "hold", "release", "delete")
@@ -111,6 +113,19 @@ def summarize(messages: list[QueuedMessage], now: float | None = None, top: int 
                                                 "age_seconds": max(0, int(now - oldest.arrival))},
         "top_deferral_reasons": [{"reason": r, "count": n} for r, n in reasons.most_common(top)],
     }
+
+
+def summaries(hosts: list[MailHost], *, with_messages: bool = False) -> dict[str, dict]:
+    """summarize() of each host's queue, by host name; with_messages adds every message as "queue"."""
+    out = {}
+    for host in hosts:
+        with Remote(host) as remote:
+            messages = read_queue(remote)
+        summary = summarize(messages)
+        if with_messages:
+            summary["queue"] = [m.to_dict() for m in messages]
+        out[host.name] = summary
+    return out
 
 
 @dataclass
@@ -218,3 +233,48 @@ def apply(remote, p: Plan) -> ActionResult:
 def flush_all(remote) -> None:
     """Attempt delivery of every deferred message now (postqueue -f)."""
     remote.run("postqueue -f")
+
+
+@dataclass
+class HostStep:
+    """Where an action on one host stands, for a caller that shows progress.
+
+    stage: "flushed-all" (flush of every deferred message, no plan), "planned", "applied"
+    or "declined" (confirm said no; nothing done)."""
+    host: str
+    stage: str
+    plan: Plan | None = None
+    result: ActionResult | None = None
+
+    def to_dict(self) -> dict:
+        if self.stage == "flushed-all":
+            return {"action": "flush", "all": True}
+        return {"plan": self.plan.to_dict(), "result": self.result.to_dict() if self.result else None}
+
+
+def act(hosts: list[MailHost], action: str, selection: Selection, *,
+        confirm: Callable[[str, Plan], bool] | None = None,
+        progress: Callable[[HostStep], None] | None = None) -> dict[str, dict]:
+    """On each host in turn: plan the action from one reading of its queue, ask
+    ``confirm(host, plan)`` when given and the plan is not empty, apply exactly the planned
+    queue IDs.  A flush of every deferred message (no selection) needs no plan.  Returns
+    each host's plan and result as plain data; ``progress`` sees every step as it happens."""
+    def report(step: HostStep) -> HostStep:
+        if progress is not None:
+            progress(step)
+        return step
+
+    out: dict[str, dict] = {}
+    for host in hosts:
+        with Remote(host) as remote:
+            if action == "flush" and selection.everything:
+                flush_all(remote)
+                out[host.name] = report(HostStep(host.name, "flushed-all")).to_dict()
+                continue
+            p = plan(read_queue(remote), action, selection)
+            report(HostStep(host.name, "planned", p))
+            if p.messages and confirm is not None and not confirm(host.name, p):
+                out[host.name] = report(HostStep(host.name, "declined", p)).to_dict()
+                continue
+            out[host.name] = report(HostStep(host.name, "applied", p, apply(remote, p))).to_dict()
+    return out
