@@ -81,10 +81,8 @@ def _mx(inv, view: DnsView, domain: str) -> list[CheckResult]:
 
 
 def _sending_addresses(hosts, version: int) -> list[tuple[str, str]]:
-    """(host name, address) this version's mail leaves from (IPv6 only when it has a PTR)."""
-    if version == 4:
-        return [(h.name, str(h.ipv4)) for h in hosts]
-    return [(h.name, str(h.ipv6)) for h in hosts if h.ipv6 and h.ipv6_ptr]
+    """(host name, address) this version's mail leaves from (:func:`mailops.dns.kinds.ptr.sending_addresses`)."""
+    return [(h.name, a) for h in hosts for a in ptr.sending_addresses(h) if ipaddress.ip_address(a).version == version]
 
 
 def _spf(inv, view: DnsView, domain: str) -> list[CheckResult]:
