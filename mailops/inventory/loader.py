@@ -24,8 +24,10 @@ from mailops.inventory.yamlsource import YAML_SUFFIXES, Collector, read_yaml
 
 
 def _discover(root: Path) -> tuple[list[Path], list[tuple[str, str, Path]]]:
+    # Everything named *.yml that is not a directory is read, so a FIFO or device there is
+    # reported (Ansible would read it too) rather than skipped.
     inventories = sorted(p for p in root.iterdir()
-                         if p.is_file() and p.suffix in YAML_SUFFIXES and not p.name.startswith("."))
+                         if not p.is_dir() and p.suffix in YAML_SUFFIXES and not p.name.startswith("."))
     var_files: list[tuple[str, str, Path]] = []
     for kind in ("group_vars", "host_vars"):
         base = root / kind
@@ -35,7 +37,7 @@ def _discover(root: Path) -> tuple[list[Path], list[tuple[str, str, Path]]]:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir():
-                files = sorted(f for f in entry.rglob("*") if f.is_file() and f.suffix in YAML_SUFFIXES
+                files = sorted(f for f in entry.rglob("*") if not f.is_dir() and f.suffix in YAML_SUFFIXES
                                and not any(part.startswith(".") for part in f.relative_to(entry).parts))
                 var_files += [(kind, entry.name, f) for f in files]
             elif entry.suffix in YAML_SUFFIXES:

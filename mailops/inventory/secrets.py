@@ -2,6 +2,8 @@
 
 Secrets never live in the inventory (it is in git); the inventory only says
 where to find them. Error messages name the reference, never the value.
+A ``{file: PATH}`` must be a regular file of at most 64 KiB (see
+:mod:`mailops.inventory.files`): a FIFO or a device is refused, not read.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mailops.errors import MailopsError
+from mailops.inventory.files import MAX_SECRET_BYTES, UnsafeFile, read_regular_file
 from mailops.inventory.scalars import EnvSecret, FileSecret, _secret_ref
 
 
@@ -43,11 +46,15 @@ def resolve(ref: EnvSecret | FileSecret | dict[str, Any], base_dir: str | Path) 
         return value
     path = secret_path(ref, base_dir)
     try:
-        value = path.read_text(encoding="utf-8")
+        # universal newlines, as reading it in text mode did
+        value = read_regular_file(path, MAX_SECRET_BYTES).decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnsafeFile as exc:
+        if exc.kind == "a directory":
+            raise MailopsError(f"secret {describe(ref)}: {path} is a directory; point file: at a file") from None
+        raise MailopsError(f"secret {describe(ref)}: {path} {exc}; point file: at a regular file that holds "
+                           "only the secret") from None
     except FileNotFoundError:
         raise MailopsError(f"secret {describe(ref)}: {path} does not exist; create it with the secret in it") from None
-    except IsADirectoryError:
-        raise MailopsError(f"secret {describe(ref)}: {path} is a directory; point file: at a file") from None
     except PermissionError:
         raise MailopsError(f"secret {describe(ref)}: cannot read {path} (permission denied); fix its owner or mode") from None
     except (OSError, UnicodeDecodeError) as exc:

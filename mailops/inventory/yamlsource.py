@@ -2,7 +2,8 @@
 
 Doing the construction ourselves (instead of ``yaml.safe_load``) keeps the line
 of every key for messages and turns an unknown tag, an alias bomb or a recursive
-alias into a problem at its path instead of an exception.
+alias into a problem at its path instead of an exception. Only regular files
+of at most 1 MiB are read (:mod:`mailops.inventory.files`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
+from mailops.inventory.files import MAX_YAML_BYTES, UnsafeFile, read_regular_file, size_text
 from mailops.inventory.paths import display_path
 from mailops.inventory.problems import Problem, render_path
 from mailops.inventory.scalars import kind
@@ -172,7 +174,15 @@ def read_yaml(path: Path, out: Collector) -> Source | None:
         out.add(Problem(src.display, "(file)", message, line))
 
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_regular_file(path, MAX_YAML_BYTES).decode("utf-8")
+    except UnsafeFile as exc:
+        if exc.kind:
+            fail(f"not a regular file ({exc.kind}); mailops and Ansible read only regular files: "
+                 "replace it with a YAML file or remove it")
+        else:
+            fail(f"larger than {size_text(MAX_YAML_BYTES)}; an inventory file is a few KiB: check that it is "
+                 "the right file, or split it")
+        return None
     except UnicodeDecodeError as exc:
         fail(f"not UTF-8 text (bad byte at offset {exc.start}); save the file as UTF-8")
         return None

@@ -1,0 +1,119 @@
+"""The inventory loader reads only regular files of bounded size (issue 14, item 2).
+
+A FIFO where a vars file belongs used to hang `inventory check`, a link to
+/dev/zero grew the process to gigabytes, and so did a secret `{file: /dev/zero}`
+in `dns plan`. Each case runs the CLI in a subprocess with a timeout and an
+address-space cap, so a regression fails here instead of hanging the suite or
+eating the machine's memory."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import SETTINGS, copy_inventory, mailops
+
+HOST = "mta1.shop.test"
+TIMEOUT = 20
+MEMORY_CAP = 1 << 30  # the CLI needs far less; reading /dev/zero without limit needs more
+# file: field: message (what is wrong; how to fix), exactly one line
+PROBLEM = re.compile(r"^\S+: \(file\): .+; .+$")
+
+
+@pytest.fixture(autouse=True)
+def bounded_memory():
+    """Children inherit the address-space limit of the test process; the limit is put back after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = MEMORY_CAP if hard == resource.RLIM_INFINITY else min(MEMORY_CAP, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.fixture
+def inv(tmp_path) -> Path:
+    return copy_inventory(tmp_path / "inv")
+
+
+def check(inv: Path):
+    proc = mailops("inventory", "check", str(inv), check=False, timeout=TIMEOUT)
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return lines
+
+
+@pytest.mark.parametrize("kind", ["group_vars", "host_vars"])
+def test_fifo_vars_file_is_refused_not_waited_for(inv, kind):
+    name = "mailhosts" if kind == "group_vars" else HOST
+    (inv / kind).mkdir(exist_ok=True)
+    fifo = inv / kind / f"{name}.yml"
+    os.mkfifo(fifo)
+    lines = check(inv)
+    assert len(lines) == 1 and PROBLEM.match(lines[0]), lines
+    assert lines[0].startswith(f"{fifo}: (file): ") and "not a regular file (a FIFO)" in lines[0]
+
+
+def test_fifo_inside_group_vars_directory_is_refused(inv):
+    fifo = inv / "group_vars" / "all" / "zz.yml"
+    os.mkfifo(fifo)
+    lines = check(inv)
+    assert len(lines) == 1 and lines[0].startswith(f"{fifo}: (file): ") and "FIFO" in lines[0], lines
+
+
+def test_link_to_dev_zero_is_refused_without_reading_it(inv):
+    link = inv / "group_vars" / "mailhosts.yml"
+    link.symlink_to("/dev/zero")
+    lines = check(inv)
+    assert len(lines) == 1 and PROBLEM.match(lines[0]), lines
+    assert lines[0].startswith(f"{link}: (file): ") and "not a regular file (a character device)" in lines[0]
+
+
+def test_oversized_vars_file_is_refused(inv):
+    big = inv / "group_vars" / "mailhosts.yml"
+    big.write_text("# padding\n" * 120_000)  # 1.2 MB of comments: valid YAML, but no inventory is that large
+    lines = check(inv)
+    assert len(lines) == 1 and PROBLEM.match(lines[0]), lines
+    assert lines[0].startswith(f"{big}: (file): ") and "larger than 1 MiB" in lines[0]
+
+
+def test_file_just_under_the_cap_is_read(inv):
+    (inv / "group_vars" / "mailhosts.yml").write_text("# padding\n" * 100_000 + "mailops_ipv6_ptr: true\n")
+    proc = mailops("inventory", "check", str(inv), check=False, timeout=TIMEOUT)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+def _hostile_secrets(inv: Path, target: Path | str) -> None:
+    """Every DNS secret of the copied lab inventory points at ``target``, so whichever provider
+    `dns plan` builds first reads it."""
+    conf = inv / SETTINGS
+    text = conf.read_text()
+    for old in ("{file: /var/lib/mailops/lab/dns/tsig.secret}", "{file: /var/lib/mailops/lab/cloudflare/token}"):
+        assert old in text
+        text = text.replace(old, f"{{file: {target}}}")
+    conf.write_text(text)
+
+
+@pytest.mark.parametrize("target, words", [
+    ("/dev/zero", "is not a regular file (a character device)"),
+    ("fifo", "is not a regular file (a FIFO)"),
+    ("big", "is larger than 64 KiB"),
+])
+def test_secret_file_must_be_a_small_regular_file(inv, tmp_path, target, words):
+    if target == "fifo":
+        target = tmp_path / "token.fifo"
+        os.mkfifo(target)
+    elif target == "big":
+        target = tmp_path / "token.big"
+        target.write_text("x" * 70_000)
+    _hostile_secrets(inv, target)
+    proc = mailops("dns", "plan", "-i", str(inv), check=False, timeout=TIMEOUT)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"secret {{file: {target}}}: {target} {words}" in err[0], err[0]
+    assert "x" * 100 not in proc.stdout + proc.stderr  # the content is never echoed
