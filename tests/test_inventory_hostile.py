@@ -58,6 +58,15 @@ def test_fifo_vars_file_is_refused_not_waited_for(inv, kind):
     assert lines[0].startswith(f"{fifo}: (file): ") and "not a regular file (a FIFO)" in lines[0]
 
 
+def test_fifo_inventory_file_is_refused(inv):
+    hosts = inv / "hosts.yml"
+    hosts.unlink()
+    os.mkfifo(hosts)
+    lines = check(inv)
+    assert lines == [f"{hosts}: (file): not a regular file (a FIFO); mailops and Ansible read only regular files: "
+                     "replace it with a YAML file or remove it"]
+
+
 def test_fifo_inside_group_vars_directory_is_refused(inv):
     fifo = inv / "group_vars" / "all" / "zz.yml"
     os.mkfifo(fifo)

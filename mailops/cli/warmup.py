@@ -9,7 +9,6 @@ from rich.console import Console
 from rich.table import Table
 
 from mailops.cli.base import MailopsGroup, inventory_option
-from mailops.inventory import resolve_inventory_path
 from mailops.ops import warmup as ops_warmup
 
 
@@ -24,7 +23,7 @@ def warmup() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(host: str | None, inventory_name: str, as_json: bool) -> None:
     """Today's allowance by the schedule, accepted and sent today, per host."""
-    s = ops_warmup.status(resolve_inventory_path(inventory_name), host)
+    s = ops_warmup.status(inventory_name, host)
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
