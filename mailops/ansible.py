@@ -8,11 +8,9 @@ small records for the caller (the CLI renders them live with rich).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 from mailops.errors import MailopsError
-from mailops.inventory import ssh
 
 
 def project_dir() -> Path:
@@ -64,25 +61,6 @@ def ansible_env() -> dict[str, str]:
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["PATH"] = _venv_bin() + os.pathsep + env.get("PATH", "")
     return env
-
-
-def inventory_hostvars(inventory: Path) -> dict[str, dict]:
-    """Every host's merged variables, as Ansible itself sees them."""
-    proc = subprocess.run([str(Path(_venv_bin()) / "ansible-inventory"), "-i", str(inventory), "--list"],
-                          capture_output=True, text=True, env=ansible_env(), timeout=120)
-    if proc.returncode != 0:
-        raise MailopsError(f"{inventory}: ansible-inventory failed: {proc.stderr.strip().splitlines()[-1:]}")
-    data = json.loads(proc.stdout)
-    return data.get("_meta", {}).get("hostvars", {})
-
-
-def ssh_base_args(hostvars: dict) -> list[str]:
-    """ssh options for a host from ``ansible-inventory`` hostvars (for code that has no
-    :class:`mailops.inventory.MailHost`; a MailHost has ``ssh_command()``)."""
-    return ssh.ssh_command(str(hostvars.get("ansible_host")), user=str(hostvars.get("ansible_user", "root")),
-                           port=hostvars.get("ansible_port"),
-                           private_key_file=hostvars.get("ansible_ssh_private_key_file"),
-                           common_args=str(hostvars.get("ansible_ssh_common_args", "")))
 
 
 # -- converge ----------------------------------------------------------------

@@ -6,15 +6,17 @@ The options are the ones Ansible uses for the host (checked against
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from mailops.ansible import inventory_hostvars, ssh_base_args
+from mailops.ansible import ansible_env
 from mailops.errors import MailopsError
 from mailops.inventory import load, load_inventory
-from tests.helpers import HOSTS, LAB_INVENTORY, copy_inventory, replace_text
+from mailops.inventory.ssh import known_hosts_file
+from tests.helpers import HOSTS, LAB_INVENTORY, VENV_BIN, copy_inventory, replace_text
 
 HOST = "mta1.shop.test"
 
@@ -41,7 +43,13 @@ def test_ssh_options_match_what_ansible_sees_with_precedence(tmp_path):
     host = load(inv_dir).host(HOST)
     assert (host.ssh_port, host.ssh_user) == (2222, "deploy")
     assert host.known_hosts == Path("/tmp/kh/known") and host.known_host_name == "[198.51.100.11]:2222"
-    assert host.ssh_command() == ssh_base_args(inventory_hostvars(inv_dir)[HOST])
+    proc = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(inv_dir), "--host", HOST],
+                          capture_output=True, text=True, env=ansible_env(), timeout=120, check=True)
+    ansible = json.loads(proc.stdout)
+    assert (host.ssh_host, host.ssh_port, host.ssh_user, host.ssh_private_key_file, host.ssh_common_args) == (
+        ansible["ansible_host"], ansible["ansible_port"], ansible["ansible_user"],
+        ansible["ansible_ssh_private_key_file"], ansible["ansible_ssh_common_args"])
+    assert host.known_hosts == known_hosts_file(ansible["ansible_ssh_common_args"])
 
 
 def test_mail_hosts_do_not_run_ansible_inventory(monkeypatch):

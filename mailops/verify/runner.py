@@ -106,13 +106,11 @@ def verify(inventory: Path, *, only: tuple[str, ...] = GROUPS, domains: list[str
         return out
 
     def run_send() -> list[CheckResult]:
-        from mailops.ansible import inventory_hostvars
         from mailops.verify.send import live_send
         if inv.verify.recipient is None:
             return [inconclusive("send", d, "live-send", "no mailops_verify.recipient configured; "
                                  "name a mailbox to send the test message to") for d in domains]
-        return live_send(inv, keystore, domains, _lab_mailbox(inv), cafile=ca,
-                         hostvars=inventory_hostvars(inventory), timeout=inv.verify.send_timeout)
+        return live_send(inv, keystore, domains, _lab_mailbox(inv), cafile=ca, timeout=inv.verify.send_timeout)
 
     runners = {"dns": run_dns, "server": run_server, "security": run_security, "send": run_send}
     report = VerifyReport()

@@ -91,16 +91,14 @@ def _dnsfunc(resolvers: list[str]):
     return lookup
 
 
-def _diagnose_hold(hostvars: dict | None) -> str:
-    """Ask the server why mail is not leaving: OpenDKIM state and the queue."""
-    if not hostvars:
-        return ""
-    from mailops.ansible import ssh_base_args
+def _diagnose_hold(host) -> str:
+    """Ask the server (a MailHost, over the inventory's SSH access) why mail is not leaving:
+    OpenDKIM state and the queue."""
     script = ("systemctl is-active opendkim; "
               "postqueue -j | python3 -c 'import sys,json; q=[json.loads(l) for l in sys.stdin if l.strip()]; "
               "print(len(q), \";\".join(sorted({r.get(\"delay_reason\",\"\")[:80] for m in q for r in m[\"recipients\"]})))'")
     try:
-        proc = subprocess.run(ssh_base_args(hostvars) + [script], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(host.ssh_command() + [script], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     lines = proc.stdout.strip().splitlines()
@@ -115,7 +113,7 @@ def _diagnose_hold(hostvars: dict | None) -> str:
 
 
 def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, cafile: str | None,
-                hostvars: dict | None = None, timeout: float = 60.0) -> list[CheckResult]:
+                timeout: float = 60.0) -> list[CheckResult]:
     import dkim
 
     user, sender = _sender_for(inv, domain)
@@ -153,7 +151,7 @@ def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, cafile: str | N
                            f"({code} {detail[:80]})", "check the user's password source and re-converge the sasl role")]
         if 400 <= code < 500:
             # A temporary refusal: with OpenDKIM down Postfix refuses (tempfail) rather than send unsigned.
-            why = _diagnose_hold(hostvars)
+            why = _diagnose_hold(host)
             signing_down = any(f"opendkim is {s}" in why for s in ("inactive", "failed", "activating"))
             if signing_down:
                 return [failed(GROUP, domain, "dkim-signing",
@@ -174,7 +172,7 @@ def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, cafile: str | N
     raw = mailbox.wait(msg["Message-ID"], timeout)
     elapsed = time.monotonic() - started
     if raw is None:
-        why = _diagnose_hold(hostvars)
+        why = _diagnose_hold(host)
         signing_down = "opendkim is inactive" in why or "opendkim is failed" in why
         return [failed(GROUP, domain, "dkim-signing" if signing_down else "live-send",
                        ("signing is down: " if signing_down else "")
@@ -225,10 +223,8 @@ def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, cafile: str | N
 
 
 def live_send(inv, keystore, domains: list[str], mailbox: Mailbox, *, cafile: str | None,
-              hostvars: dict[str, dict] | None = None, timeout: float = 60.0) -> list[CheckResult]:
+              timeout: float = 60.0) -> list[CheckResult]:
     def one(domain: str) -> list[CheckResult]:
-        host = inv.hosts_for(domain)[0]
-        return send_domain(inv, keystore, domain, mailbox, cafile=cafile,
-                           hostvars=(hostvars or {}).get(host.name), timeout=timeout)
+        return send_domain(inv, keystore, domain, mailbox, cafile=cafile, timeout=timeout)
     with ThreadPoolExecutor(8) as pool:
         return [r for rs in pool.map(one, domains) for r in rs]
