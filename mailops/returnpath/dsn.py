@@ -28,7 +28,8 @@ MAX_TEXT_SCAN = 200_000          # characters of a plain-text bounce searched fo
 
 _STATUS_RE = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _TEXT_STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_TEXT_RECIPIENT_RE = re.compile(r"^\s*<([^<>\s@]+@[^<>\s@]+)>\s*(?::|\(|$)", re.MULTILINE)
+# Postfix and Sendmail start each failed recipient's paragraph at column 0: "<a@x>: reason"
+_TEXT_RECIPIENT_RE = re.compile(r"^<([^<>\s@]+@[^<>\s@]+)>\s*(?::|\(|$)", re.MULTILINE)
 # Subjects of bounces from MTAs that send no report part; matched at the start, case-insensitive
 _BOUNCE_SUBJECTS = (
     "undelivered mail returned to sender",       # Postfix

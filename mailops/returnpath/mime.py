@@ -74,16 +74,20 @@ def filename(part: Message) -> str:
 
 
 def payload_bytes(part: Message) -> bytes:
-    """The decoded body of a non-multipart part (base64, quoted-printable, 7bit/8bit)."""
-    if part.is_multipart():
-        payload = part.get_payload()
-        if isinstance(payload, list):             # message/rfc822 and friends: the inner message
-            return b"".join(m.as_bytes() if isinstance(m, Message) else b"" for m in payload)
+    """The decoded body of a part (base64, quoted-printable, 7bit/8bit).  For a message/*
+    part the parser has split into messages, their text joined (then decoded, for the
+    base64 message/* parts that RFC 2046 forbids and some MTAs send)."""
     payload = part.get_payload()
-    if not isinstance(payload, str):
+    if isinstance(payload, list):
+        try:
+            raw = b"".join(m.as_bytes() for m in payload if isinstance(m, Message))
+        except (ValueError, TypeError, LookupError, UnicodeError, AttributeError):
+            return b""
+    elif isinstance(payload, str):
+        raw = payload.encode("ascii", "surrogateescape") if _is_ascii_safe(payload) else \
+            payload.encode("utf-8", "surrogateescape")
+    else:
         return b""
-    raw = payload.encode("ascii", "surrogateescape") if _is_ascii_safe(payload) else \
-        payload.encode("utf-8", "surrogateescape")
     encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
     if encoding == "base64":
         try:
