@@ -190,7 +190,7 @@ def _reports(msg: Message, event: Classified) -> bool:
         try:
             members = unpack(data, mime.filename(part))
         except ReportError as exc:
-            if labelled or data[:2] == b"\x1f\x8b" or data[:4] == b"PK\x03\x04":
+            if labelled or data[:2] == b"\x1f\x8b" or data[:2] == b"PK":
                 errors.append(str(exc))
             continue
         is_tls = mime.content_type(part) in TLSRPT_TYPES or bool(msg.get("tls-report-domain"))
@@ -200,7 +200,7 @@ def _reports(msg: Message, event: Classified) -> bool:
                     dmarc.append(parse_dmarc(content))
                 elif is_tls or looks_like_tlsrpt_json(content):
                     tls.append(parse_tlsrpt(content))
-                elif labelled and (name.endswith((".xml", ".json")) or is_tls):
+                elif labelled:
                     errors.append(f"{name or mime.content_type(part)}: neither a DMARC nor a TLS-RPT report")
             except ReportError as exc:
                 errors.append(str(exc))

@@ -56,7 +56,7 @@ def unpack(data: bytes, name: str = "") -> list[tuple[str, bytes]]:
                 return [(name.removesuffix(".gz"), _bounded_read(stream, "the gzip report"))]
         except (OSError, EOFError, zlib.error) as exc:
             raise ReportError(f"the gzip report is broken ({exc.__class__.__name__}: {exc})"[:300]) from None
-    if data[:4] == b"PK\x03\x04":
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):       # a local file header, or an empty archive
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 members = [m for m in archive.infolist() if not m.is_dir()]
@@ -91,6 +91,8 @@ def unpack(data: bytes, name: str = "") -> list[tuple[str, bytes]]:
 
 def looks_like_dmarc_xml(data: bytes) -> bool:
     head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head[:8]:     # UTF-16/32: parse_dmarc refuses it
+        return b"<\x00f\x00e\x00e\x00d" in data[:65536] or b"\x00<\x00f\x00e\x00e" in data[:65536]
     return head.startswith(b"<") and b"<feedback" in data[:65536]
 
 
