@@ -193,6 +193,9 @@ def decode(keys, address: str, *, sending_domain: str | None = None, today: date
         raise AddressError("the token is not base32") from None
     if len(raw) != _TOKEN_BYTES:
         raise AddressError("the token has the wrong length")
+    if base64.b32encode(raw).decode("ascii").rstrip("=").lower() != token:
+        # the last letter carries 2 unused bits: one token, one spelling
+        raise AddressError("the token is not in its canonical spelling")
     domain = _clean_domain(sending_domain) if sending_domain else sending_domain_of(rp_domain, subdomain)
     head, mac = raw[:2 + _ID_BYTES], raw[2 + _ID_BYTES:]
     if not any(hmac.compare_digest(mac, _mac(key, domain, head)) for key in checked):
