@@ -126,3 +126,40 @@ def test_secret_file_must_be_a_small_regular_file(inv, tmp_path, target, words):
     assert len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert f"secret {{file: {target}}}: {target} {words}" in err[0], err[0]
     assert "x" * 100 not in proc.stdout + proc.stderr  # the content is never echoed
+
+
+# --- issue 14, item 12: messages in the inventory's terms, not pydantic's ----------------------
+
+def _problems_after(inv: Path, file: str, old: str, new: str) -> list[str]:
+    from mailops.inventory import check_inventory
+
+    path = inv / file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return [str(p) for p in check_inventory(inv)]
+
+
+@pytest.mark.parametrize("new, expected", [
+    ("    dns_provider: lab-rfc2136\n    1: x\n",
+     ':40: mailops_domains["shop.test"][1]: key 1 is a number, not text; write a field name here'),
+    ("    dns_provider: lab-rfc2136\n    ~: x\n",
+     ':40: mailops_domains["shop.test"][null]: a key is empty (null); name the entry or remove it'),
+])
+def test_non_text_keys_are_named_where_they_are(inv, new, expected):
+    problems = _problems_after(inv, SETTINGS, "    dns_provider: lab-rfc2136\n", new)
+    assert problems == [f"{inv / SETTINGS}{expected}"]
+
+
+def test_null_domain_key_is_not_rendered_as_none(inv):
+    problems = _problems_after(inv, SETTINGS, "mailops_domains:\n", "mailops_domains:\n  ~:\n    dns_provider: lab-rfc2136\n")
+    assert len(problems) == 1 and "mailops_domains[null]: key null: expected a fully qualified domain name" \
+        in problems[0] and "None" not in problems[0], problems
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_number_says_so(inv, value):
+    problems = _problems_after(inv, "hosts.yml", "ansible_user: root", f"ansible_user: root\n          ansible_port: {value}")
+    assert len(problems) == 1 and problems[0].endswith(
+        "ansible_port: " + {".nan": "nan", ".inf": "inf", "-.inf": "-inf"}[value]
+        + " is not a finite number (.inf and .nan are not allowed); write an ordinary number"), problems

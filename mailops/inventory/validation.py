@@ -105,6 +105,9 @@ def _source_path(value: Any, loc: tuple) -> tuple[tuple, bool]:
         if seg == "[key]":
             is_key = True
             continue
+        if isinstance(cur, dict) and seg not in cur and isinstance(seg, str):
+            # pydantic names a non-text key by its str() (None -> 'None'): find the key itself
+            seg = next((k for k in cur if not isinstance(k, str) and str(k) == seg), seg)
         if isinstance(cur, dict) and seg in cur:
             path.append(seg)
             cur = cur[seg]
@@ -124,6 +127,12 @@ def _message(err: dict, tp: Any, sensitive: bool) -> str:
     loc = err["loc"]
     if etype in ("value_error", "assertion_error"):
         return str(ctx.get("error", err["msg"])) or err["msg"]
+    if etype == "invalid_key":  # a non-text key where a model expects field names
+        if value is None:
+            return "a key is empty (null); name the entry or remove it"
+        return f"key {show(value)} is {kind(value)}, not text; write a field name here"
+    if etype == "finite_number":
+        return f"{show(value)} is not a finite number (.inf and .nan are not allowed); write an ordinary number"
     if etype == "missing":
         name = next((s for s in reversed(loc) if isinstance(s, str)), "")
         return "required; " + MISSING_HINTS.get(name, f"add {name}:")
@@ -177,7 +186,8 @@ def validate(var: Var, tp: Any, out: Collector) -> tuple[bool, Any]:
             sensitive = any(isinstance(s, str) and _SENSITIVE.search(s) for s in path)
             message = _message(err, tp, sensitive)
             if is_key:
-                message = f"key {show(sub[-1] if sub else '')}: {message}"
+                key = sub[-1] if sub else ""
+                message = f"key {'null' if key is None else show(key)}: {message}"
             out.at(var.src, path, message)
         return False, None
     except RecursionError:
