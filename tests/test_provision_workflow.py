@@ -126,3 +126,24 @@ def test_unknown_host_names_the_mail_hosts(tmp_path, converged):
     inv = load(copy_inventory(tmp_path / "inv"))
     with pytest.raises(MailopsError, match=r"no mail host 'nosuch\.example'; mail hosts: mta1\.shop\.test"):
         provision.new_vps(inv, "nosuch.example", confirm=lambda keys: True)
+
+
+def test_cli_new_vps_renders_each_step(tmp_path, server):
+    """The CLI only renders: fingerprints, the trust decision, each pre-flight check, the error line."""
+    from tests.helpers import mailops, venv_env
+
+    inv = inventory_for(tmp_path, server.port)
+    wide = venv_env(COLUMNS="300")  # rich wraps piped output at 80 columns
+    proc = mailops("provision", "new-vps", HOST, "-i", str(inv.path), check=False, timeout=120, env=wide)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"  {HOST} host key ecdsa-sha2-nistp256 {fingerprint(server.key)}" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("mailops: error: SSH host key of 127.0.0.1 not confirmed")
+    assert not (tmp_path / "known_hosts").exists()
+
+    proc = mailops("provision", "new-vps", HOST, "-i", str(inv.path), "--yes", check=False, timeout=120, env=wide)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert "  trusting it (--yes)" in err
+    assert f"host key recorded: {fingerprint(server.key)} ({tmp_path / 'known_hosts'})" in err
+    assert any(line.startswith("  FAIL ssh: cannot run commands over SSH:") for line in err), err
+    assert err[-1].startswith(f"mailops: error: pre-flight check 'ssh' failed for {HOST}: cannot run commands")
