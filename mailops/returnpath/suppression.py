@@ -295,7 +295,10 @@ class SuppressionList:
     def record_soft_bounce(self, recipient: str, scope: str | None = GLOBAL, detail: str = "", *,
                            now: datetime | None = None) -> Entry | None:
         """Count one soft bounce; the entry once the threshold within the window is reached."""
-        target, scope = normalise_target(recipient), normalise_scope(scope)
+        try:
+            target, scope = normalise_target(recipient), normalise_scope(scope)
+        except EntryError as exc:
+            raise MailopsError(f"suppression {exc.field}: {exc}") from None
         moment = self._now(now)
         with self.db:
             self.db.execute("DELETE FROM soft_bounces WHERE recipient = ? AND scope = ? AND at < ?",
@@ -328,7 +331,7 @@ class SuppressionList:
                     entry = self.record_soft_bounce(bounce.recipient, GLOBAL, detail, now=now)
                     if entry is not None:
                         made.append(entry)
-            except (EntryError, MailopsError):
+            except MailopsError:
                 continue                                 # a recipient we cannot store is no address
         for complaint in getattr(event, "complaints", []):
             if not complaint.recipient or complaint.feedback_type == "not-spam":
@@ -336,7 +339,7 @@ class SuppressionList:
             try:
                 made.append(self.add(complaint.recipient, complaint.sending_domain or GLOBAL, COMPLAINT,
                                      f"feedback-type {complaint.feedback_type}", now=now))
-            except (EntryError, MailopsError):
+            except MailopsError:
                 continue
         return made
 
