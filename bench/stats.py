@@ -192,9 +192,9 @@ def main() -> None:
             tracemalloc.stop()
             maxrss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             peaks[size] = peak / 2**20
+            hard, soft = stats.bounces.counts()
             print(f"{size:>10,} {generated:>7.1f} {seconds:>8.2f} {size / seconds:>10,.0f} {peaks[size]:>9.2f} "
-                  f"{maxrss_mib:>11.1f} {stats.inflight:>9,} {len(stats.soft_bounces()):>6,} "
-                  f"{len(stats.hard_bounces()):>6,} {len(stats.reasons):>7,}")
+                  f"{maxrss_mib:>11.1f} {stats.inflight:>9,} {soft:>6,} {hard:>6,} {len(stats.reasons):>7,}")
             path.unlink()
     smallest, largest = sizes[0], sizes[-1]
     print(f"peak memory {largest:,} / {smallest:,} lines: {peaks[largest] / peaks[smallest]:.2f} x "

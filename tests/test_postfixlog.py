@@ -8,13 +8,16 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailops.errors import MailopsError
 from mailops.ops import postfixlog
-from mailops.ops.bounces import bounces_csv
+from mailops.ops.bounces import BounceStore, bounces_csv
 from mailops.ops.logtime import parse_since
 from mailops.ops.postfixlines import Delivery, Reject, normalise_reason
 from mailops.ops.postfixlog import LogStats
+from mailops.ops.tables import BoundedTable
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -407,3 +410,64 @@ def test_queue_ids_never_removed_are_capped():
     stats.on_event = events.append
     stats.feed(smtp(_qid(199_999), "a@inbox.test", "2.0.0", "sent", "ok"))
     assert events[0].sender == "news@shop.test"
+
+
+# -- bounded tables and recipient lists ---------------------------------------------------------
+
+def _mixed_log(n: int) -> list[str]:
+    """Deferrals, deliveries, bounces and expiries of 40 recipients, each seen many times."""
+    lines = []
+    for i in range(n):
+        rcpt, qid = f"r{i % 40}@d{i % 7}.test", f"M{i % 13:09d}A"
+        if i % 13 == 0:
+            lines.append(qmgr_active(qid, f"s{i % 3}@shop.test"))
+        status = ("deferred", "deferred", "sent", "bounced", "deferred", "expired")[i % 6]
+        dsn = {"sent": "2.0.0", "bounced": "5.1.1", "expired": "4.4.7"}.get(status, "4.2.1")
+        lines.append(smtp(qid, rcpt, dsn, status, f"reply {i % 5}", ts=f"2026-11-22T16:{i % 60:02d}:00+0000"))
+    return lines
+
+
+def test_recipient_lists_moved_to_the_temporary_database_are_the_same_lists():
+    in_memory = feed(*_mixed_log(600))
+    spilling = LogStats(now=NOW)
+    spilling.bounces = BounceStore(max_in_memory=3)
+    spilling.feed_lines(_mixed_log(600))
+    assert spilling.bounces.spilled and not in_memory.bounces.spilled
+    assert spilling.hard_bounces() == in_memory.hard_bounces() and in_memory.hard_bounces()
+    assert spilling.soft_bounces() == in_memory.soft_bounces() and in_memory.soft_bounces()
+    assert spilling.bounces.counts() == in_memory.bounces.counts()
+
+
+def test_a_bounded_table_keeps_the_busiest_keys_and_the_columns_add_up():
+    table = BoundedTable(("sent", "bounced"), capacity=10, other="(other)")
+    for i in range(1000):
+        table.add("busy.test", "sent")
+        table.add(f"once{i}.test", "bounced")
+    rows = table.rows()
+    assert len(table) <= 10 and rows["busy.test"] == {"sent": 1000, "bounced": 0}
+    assert sum(r["sent"] for r in rows.values()) == 1000 and sum(r["bounced"] for r in rows.values()) == 1000
+    assert list(table.rows(limit=1)) == ["busy.test", "(other)"]
+
+
+def test_a_small_table_has_no_other_row():
+    table = BoundedTable(("count",), capacity=10, other="(other)")
+    table.add("a", "count")
+    assert table.rows() == {"a": {"count": 1}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.binary(max_size=300).map(lambda b: b.decode("utf-8", "replace")),
+    st.builds(lambda prog, body: f"{TS} mta1 postfix/{prog}[1]: {body}",
+              st.sampled_from(["smtp", "qmgr", "smtpd", "cleanup", "bounce", "postscreen"]),
+              st.lists(st.sampled_from(list("<>@,;:()[]= .-5A0x") + [
+                  "ABCDE12345: ", "to=<", ">, relay=", "dsn=5.1.1", ", status=", "bounced", "deferred", " (",
+                  "NOQUEUE: reject: RCPT from ", "; from=<", " to=<", ": removed", "status=expired"]),
+                  max_size=40).map("".join))),
+    max_size=30))
+def test_any_lines_give_statistics_never_an_exception(lines):
+    stats = feed(*lines)
+    report = stats.report()
+    json.dumps(report)
+    assert report["lines"] == len(lines) == report["postfix_lines"] + report["skipped"]
+    stats.hard_bounces(), stats.soft_bounces()

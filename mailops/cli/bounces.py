@@ -1,5 +1,5 @@
 """``mailops bounces``: bounced recipients from the Postfix logs as suppression lists
-(logic in mailops.ops.postfixlog)."""
+(logic in mailops.ops.export)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``mailops stats``: delivery statistics from the Postfix logs (logic in mailops.ops.logs
-and mailops.ops.postfixlog)."""
+and mailops.ops.postfixlog); `source_options` and `read_stats` serve `mailops bounces` too."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from rich.table import Table
 
 from mailops.cli.base import inventory_option
 from mailops.ops import logs
-from mailops.ops.postfixlog import LogStats
-
-STATUSES = ("sent", "deferred", "bounced", "expired", "rejected")
+from mailops.ops.postfixlog import STATUSES, LogStats
 
 
 def source_options(fn):
@@ -68,6 +66,9 @@ def stats(host, inventory_name, since, until, log_file, local_file, as_json, top
     totals = ", ".join(f"{s} {report['totals'].get(s, 0)}" for s in STATUSES)
     console.print(f"{report['postfix_lines']} Postfix lines of {report['lines']} "
                   f"({report['first'] or '-'} .. {report['last'] or '-'}): {totals}")
+    if report["too_long"]:
+        console.print(f"{report['too_long']} line(s) longer than {logs.MAX_LINE_BYTES // 1024} KiB skipped "
+                      "(not Postfix's)")
     if report["by_domain"]:
         console.print(_counts_table("by destination domain", report["by_domain"], "domain"))
     if report["by_hour"]:

@@ -16,7 +16,7 @@ from typing import TextIO
 
 HARD_COLUMNS = ("recipient", "domain", "dsn", "class", "reason", "time", "sender", "count")
 SOFT_COLUMNS = ("recipient", "domain", "count", "last_dsn", "last_reason", "first", "last", "sender")
-MAX_IN_MEMORY = 20_000
+MAX_IN_MEMORY = 5_000         # recipients of each kind; more go to the temporary database
 
 _SCHEMA = """
 CREATE TABLE hard (recipient TEXT PRIMARY KEY, domain TEXT, dsn TEXT, class TEXT, reason TEXT, time TEXT,

@@ -34,7 +34,7 @@ MAX_PENDING_PER_QUEUE_ID = 1_000     # deferred recipients remembered per queue 
 MAX_DISTINCT_REASONS = 10_000        # after this, new reasons are counted as "other"
 OTHER_REASON = "other"
 # the tables by domain, hour and DSN keep at most this many keys; the rest is counted as OTHER_KEY
-MAX_DOMAINS = 10_000
+MAX_DOMAINS = 5_000
 MAX_HOURS = 20_000                   # over two years of hours
 MAX_DSN_CODES = 1_000
 OTHER_KEY = "(other)"
