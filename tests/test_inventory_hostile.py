@@ -163,3 +163,17 @@ def test_non_finite_number_says_so(inv, value):
     assert len(problems) == 1 and problems[0].endswith(
         "ansible_port: " + {".nan": "nan", ".inf": "inf", "-.inf": "-inf"}[value]
         + " is not a finite number (.inf and .nan are not allowed); write an ordinary number"), problems
+
+
+# --- issue 14, item 11 (URLs): check refuses what dns plan would refuse ------------------------
+
+@pytest.mark.parametrize("url", ["http://127.", "http://256.1.1.1:8787/client/v4", "http://-x-.test/client/v4",
+                                 "http://exa_mple.test/v4"])
+def test_api_url_needs_a_valid_host(inv, url):
+    problems = _problems_after(inv, SETTINGS, "api_base_url: http://198.51.100.1:8787/client/v4", f"api_base_url: {url}")
+    assert len(problems) == 1 and "api_base_url: " in problems[0] and "has no valid host" in problems[0], problems
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8787/v4", "http://[2001:db8::1]:8787/v4", "https://api.cf.test/v4"])
+def test_api_url_with_a_valid_host_passes(inv, url):
+    assert _problems_after(inv, SETTINGS, "api_base_url: http://198.51.100.1:8787/client/v4", f"api_base_url: {url}") == []

@@ -273,7 +273,25 @@ def _http_url(value: Any, schemes: tuple[str, ...] = ("http", "https"),
         parts = None
     if parts is None or parts.scheme not in schemes or not parts.hostname or " " in text:
         raise ValueError(f"{show(value)} is not a {' or '.join(schemes)} URL; write e.g. {example}")
+    if not _url_host_ok(parts.hostname):
+        raise ValueError(f"{show(value)} has no valid host ({show(parts.hostname)} is neither an IP address "
+                         f"nor a host name); write e.g. {example}")
     return text
+
+
+def _url_host_ok(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", host):  # digits and dots that are no IP address: a truncated one (http://127.)
+        return False
+    try:
+        dns_name(host, min_labels=1)
+    except ValueError:
+        return False
+    return True
 
 
 def _tls_rpt_uri(value: Any) -> str:
