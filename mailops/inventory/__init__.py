@@ -5,6 +5,13 @@
 the problems. ``load_inventory(path)`` returns ``(Inventory | None, problems)``;
 ``check_inventory(path)`` returns only the problems. Problems are data
 (:class:`Problem`), one line each; nothing here prints or imports click.
+
+Modules: ``loader`` (discovery, ``load``), ``yamlsource`` (YAML with line
+numbers), ``files`` (only regular files, size caps), ``ansiblevars`` (groups,
+hosts, Ansible's variable precedence), ``validation`` (pydantic errors ->
+problems), ``checker`` (required values, cross references), ``model``
+(``Inventory``, ``MailHost``) over ``settings`` and ``scalars``, ``ssh`` (the
+SSH options Ansible uses for a host), ``secrets`` ({env}/{file} references).
 """
 
 from mailops.inventory.loader import (
