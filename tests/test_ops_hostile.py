@@ -82,6 +82,14 @@ def test_a_sound_gz_log_is_read(tmp_path, log):
     assert out.splitlines()[1].startswith("nobody@gmail.test,gmail.test,5.1.1,bad-mailbox,")
 
 
+def test_a_log_that_is_a_directory_or_a_fifo_is_named_as_such(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "fifo.log")
+    assert refused("stats", "--file", str(tmp_path)).endswith(f"{tmp_path}: is a directory; give the path of a "
+                                                              "log file (plain or .gz)")
+    assert "fifo.log: not a regular file" in refused("stats", "--file", str(tmp_path / "fifo.log"))
+
+
 # -- bounces export: output paths ----------------------------------------------------------
 
 def _leftovers(directory: Path) -> list[str]:

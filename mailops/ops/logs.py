@@ -85,7 +85,8 @@ def collect_local(path: Path, *, since: datetime | None = None, until: datetime 
     """Parse a log file on this machine (e.g. one copied off a host, or rotated; .gz is
     decompressed). A damaged or truncated .gz is an error naming the file, not a partial result."""
     if not path.is_file():
-        raise MailopsError(f"{path}: no such log file")
+        what = "is a directory" if path.is_dir() else "not a regular file" if path.exists() else "no such log file"
+        raise MailopsError(f"{path}: {what}; give the path of a log file (plain or .gz)")
     stats = LogStats(since=since, until=until, now=now)
     compressed = path.suffix == ".gz"
     total = path.stat().st_size
