@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import zipfile
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
@@ -164,11 +165,19 @@ def test_dmarc_row_without_auth_results_or_identifiers():
     (dmarc_xml()[:200], "does not parse"),                                      # truncated XML
     (b"<feedback><report_metadata>", "does not parse"),
     ("<feedback/>".encode("utf-16"), "ASCII-compatible"),
+    (b'<?xml version="1.0" encoding="hz"?>\n<feedback/>', "ASCII-compatible"),     # a 7-bit shift encoding
+    (b'<?xml version="1.0" encoding="cp037"?><feedback>' + "<!DOCTYPE x>".encode("cp037"), "ASCII-compatible"),
 ])
 def test_hostile_or_broken_dmarc_xml_is_unparsed_with_the_reason(xml, words):
     event = classify(report_mail(gz(xml), "application/gzip", "r.xml.gz"), RUA, "")
     assert event.kind == UNPARSED
     assert words in event.reason
+
+
+def test_the_parser_guard_refuses_a_declaration_the_byte_check_cannot_see(monkeypatch):
+    monkeypatch.setattr(reports, "_DECLARATION_RE", re.compile(rb"(?!)"))      # as if the byte check missed it
+    with pytest.raises(reports.ReportError, match="DOCTYPE or ENTITY"):
+        reports.parse_dmarc(b'<!DOCTYPE f [<!ENTITY a "aaaa">]><feedback>&a;</feedback>')
 
 
 def test_zip_bomb_is_refused():

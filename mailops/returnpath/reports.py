@@ -22,6 +22,7 @@ import re
 import zipfile
 import zlib
 import xml.etree.ElementTree as ET
+import xml.parsers.expat
 
 from mailops.returnpath.events import DmarcReport, DmarcRow, TlsFailure, TlsPolicy, TlsReport
 
@@ -33,6 +34,10 @@ MAX_TLS_FAILURES = 10_000
 MAX_TEXT = 500                         # one field as stored
 
 _DECLARATION_RE = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+_ENCODING_RE = re.compile(rb"^\s*<\?xml[^>]{0,200}?encoding\s*=\s*[\"']([A-Za-z0-9._:-]{1,40})[\"']")
+# encodings in which the byte check above sees every declaration
+_SAFE_ENCODINGS = frozenset(("utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1",
+                             "iso-8859-15", "windows-1252", "cp1252"))
 
 
 class ReportError(ValueError):
@@ -134,8 +139,11 @@ def _int(node, name: str, where: str, required: bool = True) -> int | None:
 def parse_dmarc(data: bytes) -> DmarcReport:
     if _DECLARATION_RE.search(data):
         raise ReportError("DMARC report: XML with a DOCTYPE or ENTITY declaration refused")
-    if b"\x00" in data[:4096] or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+    declared = _ENCODING_RE.match(data.removeprefix(b"\xef\xbb\xbf"))
+    if b"\x00" in data[:4096] or data[:2] in (b"\xff\xfe", b"\xfe\xff") or \
+            (declared and declared.group(1).decode("ascii").lower() not in _SAFE_ENCODINGS):
         raise ReportError("DMARC report: XML not in UTF-8 or another ASCII-compatible encoding refused")
+    _refuse_declarations(data)
     try:
         root = ET.fromstring(data)
     except (ET.ParseError, ValueError, LookupError, RecursionError) as exc:
@@ -165,6 +173,22 @@ def parse_dmarc(data: bytes) -> DmarcReport:
     return DmarcReport(org_name=org, report_id=report_id, begin=_int(dates, "begin", "date_range"),
                        end=_int(dates, "end", "date_range"), email=_text(meta, "email"),
                        domain=(policy.get("domain") or "").lower() or None, policy=policy, rows=rows)
+
+
+def _refuse_declarations(data: bytes) -> None:
+    """A second guard, in the parser itself: whatever the byte check missed, expat reports
+    a DOCTYPE or an entity declaration before anything is expanded."""
+    def refuse(*_args) -> None:
+        raise ReportError("DMARC report: XML with a DOCTYPE or ENTITY declaration refused")
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    try:
+        parser.Parse(data, True)
+    except xml.parsers.expat.ExpatError as exc:
+        raise ReportError(f"DMARC report: XML does not parse ({exc})"[:300]) from None
+    except RecursionError:
+        raise ReportError("DMARC report: XML nested too deeply") from None
 
 
 def _ip(value: str | None, where: str) -> str:
