@@ -471,3 +471,10 @@ def test_any_lines_give_statistics_never_an_exception(lines):
     json.dumps(report)
     assert report["lines"] == len(lines) == report["postfix_lines"] + report["skipped"]
     stats.hard_bounces(), stats.soft_bounces()
+
+
+def test_the_journal_is_asked_for_utc_times_with_four_digit_years():
+    from mailops.ops.logs import journal_command
+    plus_one = timezone(timedelta(hours=1))
+    command = journal_command(datetime(1, 1, 2, tzinfo=UTC), datetime(2026, 11, 2, 6, 6, 7, tzinfo=plus_one))
+    assert command.endswith("--since '0001-01-02 00:00:00 UTC' --until '2026-11-02 05:06:07 UTC'")

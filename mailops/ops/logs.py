@@ -34,12 +34,18 @@ Progress = Callable[[str, int, int, "int | None"], None]
 
 def journal_command(since: datetime | None, until: datetime | None = None) -> str:
     cmd = ["journalctl", "--no-pager", "--quiet", "-o", "short-iso", "SYSLOG_FACILITY=2"]
-    # journalctl reads times in the host's zone unless told: say UTC explicitly
     if since:
-        cmd += ["--since", since.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")]
+        cmd += ["--since", _journal_time(since)]
     if until:
-        cmd += ["--until", until.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")]
+        cmd += ["--until", _journal_time(until)]
     return shlex.join(cmd)
+
+
+def _journal_time(moment: datetime) -> str:
+    # journalctl reads times in the host's zone unless told: say UTC explicitly; the year
+    # padded by hand, as strftime's %Y writes year 1 as "1"
+    moment = moment.astimezone(timezone.utc)
+    return f"{moment.year:04d}-{moment:%m-%d %H:%M:%S} UTC"
 
 
 def file_command(path: str) -> str:
