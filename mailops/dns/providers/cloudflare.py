@@ -22,8 +22,25 @@ OWNER_COMMENT = "managed-by=mailops"
 def owner_comment(owner: str | None = None) -> str:
     """The ownership comment; ``managed-by=mailops/<id>`` for mailops_dns_owner: <id>."""
     return OWNER_COMMENT if not owner else f"{OWNER_COMMENT}/{owner}"
+
+
 BATCH_LIMIT = 200  # operations per batch request on the free plan
 _PER_PAGE = 5000
+_MAX_PAGES = 1000  # an API that pages on past this is broken, not large (5 million records)
+_EXCERPT = 60  # characters of an unexpected body quoted in the error
+# What mailops reads of each listed item, and the JSON types it must have.
+_ZONE_FIELDS: dict[str, tuple[type, ...]] = {"id": (str,), "name": (str,)}
+_RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,), "name": (str,), "type": (str,), "content": (str, type(None)),
+    "ttl": (int, float, type(None)), "priority": (int, float, type(None)), "comment": (str, type(None))}
+
+
+class _Unexpected(Exception):
+    """A successful answer whose body is not shaped as the API documents."""
+
+
+def _kind(value) -> str:
+    return "missing or null" if value is None else f"a {type(value).__name__}"
 
 
 class CloudflareProvider:
@@ -40,15 +57,42 @@ class CloudflareProvider:
         def count(_request: httpx.Request) -> None:
             self.requests += 1
 
-        http_client = cloudflare.DefaultHttpxClient(transport=transport, event_hooks={"request": [count]})
+        def keep(response: httpx.Response) -> None:
+            response.read()  # cached: the SDK reads the same bytes; error messages quote them
+            self._last = response
+
+        self._token = token
+        self._last: httpx.Response | None = None
+        http_client = cloudflare.DefaultHttpxClient(transport=transport,
+                                                    event_hooks={"request": [count], "response": [keep]})
         self.client = cloudflare.Cloudflare(api_token=token, base_url=api_base_url or None,
                                             max_retries=max_retries, http_client=http_client)
         # A stray CLOUDFLARE_EMAIL/CLOUDFLARE_API_KEY in the environment would silently replace the token.
         self.client.api_key = self.client.api_email = self.client.user_service_key = None
         self._zones: dict[str, str] | None = None
 
+    def _seen(self, response: httpx.Response | None) -> str:
+        """What came back, short and without the token: status, content type, the body's start."""
+        if response is None:
+            return "no response"
+        ctype = response.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+        try:
+            text = " ".join(response.content[:200].decode("utf-8", "replace").split())
+        except httpx.ResponseNotRead:
+            text = ""
+        if self._token:
+            text = text.replace(self._token, "***")
+        text = text[:_EXCERPT] + ("..." if len(text) > _EXCERPT else "")
+        return f"HTTP {response.status_code} {ctype} " + (repr(text) if text else "with an empty body")
+
+    @staticmethod
+    def _request(response: httpx.Response | None, exc: Exception | None = None) -> str:
+        request = getattr(exc, "request", None) if response is None else response.request
+        return f"{request.method} {request.url.path}" if request is not None else "no request sent"
+
     def _error(self, what: str, exc: Exception) -> MailopsError:
         status = getattr(exc, "status_code", None)
+        response = getattr(exc, "response", None)
         codes = ""
         body = getattr(exc, "body", None)
         if isinstance(body, dict):
@@ -65,33 +109,62 @@ class CloudflareProvider:
             fix = "cannot reach the API; check api_base_url and the network"
         elif isinstance(exc, cloudflare.InternalServerError):
             fix = "Cloudflare kept failing after retries; run again later"
+        elif codes:
+            fix = "the API refused the request: fix what its error codes say"
         else:
-            fix = "see the error codes above"
+            fix = f"the API refused the request without an error code (it answered {self._seen(response)})"
         detail = f"HTTP {status}" if status else type(exc).__name__
         if codes:
             detail += f": {codes}"
-        return MailopsError(f"cloudflare provider {self.name!r}: {what} failed ({detail}); {fix}")
+        return MailopsError(f"cloudflare provider {self.name!r}: {what} failed "
+                            f"({self._request(response, exc)}: {detail}); {fix}")
+
+    def _bad_answer(self, what: str, why: str) -> MailopsError:
+        return MailopsError(f"cloudflare provider {self.name!r}: {what} ({self._request(self._last)}): the API "
+                            f"answered {self._seen(self._last)}, {why}; check that api_base_url "
+                            f"({self.client.base_url}) is Cloudflare's API v4")
+
+    def _call(self, what: str, run):
+        """Run SDK calls; API errors and answers that are not Cloudflare's JSON become one MailopsError."""
+        try:
+            return run()
+        except cloudflare.APIError as exc:
+            raise self._error(what, exc) from None
+        except _Unexpected as exc:
+            raise self._bad_answer(what, str(exc)) from None
+        except (AttributeError, TypeError, ValueError, KeyError):
+            # The SDK builds its models without validating them: a body that is not the documented
+            # JSON (HTML, null) breaks inside it, with no useful message of its own.
+            raise self._bad_answer(what, "not Cloudflare's JSON") from None
 
     def _zone_ids(self) -> dict[str, str]:
         if self._zones is None:
-            try:
-                self._zones = {normalize_name(z.name): z.id
-                               for z in self._all(self.client.zones.list(per_page=50))}
-            except cloudflare.APIError as exc:
-                raise self._error("listing zones", exc) from None
+            zones = self._call("listing zones", lambda: self._all(self.client.zones.list(per_page=50), _ZONE_FIELDS))
+            self._zones = {normalize_name(z.name): z.id for z in zones}
         return self._zones
 
     @staticmethod
-    def _all(page) -> list:
-        """Every item of a paginated list, stopping at total_count (saves the SDK's request for an
-        empty page past the end)."""
+    def _all(page, fields: dict[str, tuple[type, ...]]) -> list:
+        """Every item of a paginated list, each checked to have ``fields`` of those types, stopping at
+        total_count (saves the SDK's request for an empty page past the end)."""
         items: list = []
-        while True:
-            items += page.result or []
-            info = page.result_info
-            if not page.result or (info and info.total_count is not None and len(items) >= info.total_count):
+        for _ in range(_MAX_PAGES):
+            result = page.result
+            if not isinstance(result, list):
+                raise _Unexpected(f"whose 'result' is {_kind(result)}, not a list")
+            for item in result:
+                for name, types in fields.items():
+                    value = getattr(item, name, None)
+                    if not isinstance(value, types) or isinstance(value, bool):
+                        raise _Unexpected(f"with an item whose {name!r} is {_kind(value)}")
+            items += result
+            total = getattr(page.result_info, "total_count", None)
+            if total is not None and (not isinstance(total, int) or isinstance(total, bool)):
+                raise _Unexpected(f"whose result_info.total_count is {_kind(total)}, not a number")
+            if not result or (total is not None and len(items) >= total):
                 return items
             page = page.get_next_page()
+        raise _Unexpected(f"still paging after {_MAX_PAGES} pages")
 
     def zone_for(self, name: str) -> str | None:
         matches = [z for z in self._zone_ids() if in_zone(name, z)]
@@ -116,15 +189,15 @@ class CloudflareProvider:
 
     def list_records(self, zone: str) -> list[Existing]:
         zone_id = self._zone_id(zone)
-        out: list[Existing] = []
-        try:
-            for obj in self._all(self.client.dns.records.list(zone_id=zone_id, per_page=_PER_PAGE)):
+
+        def run() -> list[Existing]:
+            out: list[Existing] = []
+            for obj in self._all(self.client.dns.records.list(zone_id=zone_id, per_page=_PER_PAGE), _RECORD_FIELDS):
                 comment = obj.comment or ""
                 other = comment if comment.startswith(OWNER_COMMENT) and comment != self.comment else None
                 out.append(Existing(self._record(obj), comment == self.comment, obj.id, other))
-        except cloudflare.APIError as exc:
-            raise self._error(f"listing records of {zone}", exc) from None
-        return out
+            return out
+        return self._call(f"listing records of {zone}", run)
 
     def _body(self, rec: Record) -> dict:
         body = {"name": rec.name, "type": rec.type, "ttl": rec.ttl, "comment": self.comment}
@@ -159,3 +232,6 @@ class CloudflareProvider:
                 self.client.dns.records.batch(zone_id=zone_id, **kwargs)
             except cloudflare.APIError as exc:
                 raise self._error(f"applying the changes to {zone}", exc) from None
+            except (AttributeError, TypeError, ValueError, KeyError):
+                raise self._bad_answer(f"applying the changes to {zone}", "not Cloudflare's JSON (the changes "
+                                       "may or may not be applied: run mailops dns plan to see)") from None
