@@ -7,6 +7,7 @@ real receivers send.  The builders are imported by the other test_returnpath_* f
 from __future__ import annotations
 
 import base64
+import email
 import email.charset
 import email.parser
 from email.mime.base import MIMEBase
@@ -190,12 +191,13 @@ def test_encoded_human_part(encoding):
 
 
 def test_8bit_returned_message():
-    original = original_message(body="Grüße, Bob — ça va?\n")
-    original.replace_header("Content-Transfer-Encoding", "8bit") if original.get("Content-Transfer-Encoding") \
-        else original.add_header("Content-Transfer-Encoding", "8bit")
-    raw = dsn(returned=returned_whole(original))
+    original = email.message_from_bytes(
+        b"From: alice@shop.test\nTo: bob@example.org\nMessage-ID: <m8@shop.test>\n"
+        b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGr\xc3\xbc\xc3\x9fe, Bob\n")
+    raw = dsn(returned=MIMEMessage(original))
+    assert "Grüße".encode() in raw                                   # really 8bit on the wire
     (bounce,) = classify(raw, RETURN_PATH, "").bounces
-    assert bounce.message_id == "<m1@shop.test>"
+    assert (bounce.message_id, bounce.sending_domain) == ("<m8@shop.test>", "shop.test")
 
 
 def test_base64_encoded_delivery_status_part_is_read_anyway():
@@ -420,6 +422,32 @@ def test_arf_with_redacted_recipient_is_traced_through_the_token():
     (complaint,) = classify(raw, token.address, "", keys=KEY, tokens=table).complaints
     assert (complaint.recipient, complaint.recipient_source) == ("carol@example.org", "token")
     assert complaint.queue_id == "4QWxYz1abc"
+
+
+def test_arf_sent_to_abuse_is_traced_through_the_token_it_quotes():
+    token, table = _issued_token(("dave@example.org",))
+    text = f"Feedback-Type: abuse\nUser-Agent: x/2\nVersion: 1\nOriginal-Mail-From: <{token.address}>"
+    raw = arf(text, "headers", original_message(to="redacted@example.org"))
+    event = classify(raw, "abuse@shop.test", "fbl@example.org", keys=KEY, tokens=table)
+    (complaint,) = event.complaints
+    assert (complaint.recipient, complaint.recipient_source) == ("dave@example.org", "token")
+    assert event.return_path_token == token.token_id
+    # the same through the returned message's Return-Path
+    original = original_message(to="redacted@example.org")
+    original["Return-Path"] = f"<{token.address}>"
+    (complaint,) = classify(arf("Feedback-Type: abuse\nUser-Agent: x/2\nVersion: 1", "whole", original),
+                            "abuse@shop.test", "", keys=KEY, tokens=table).complaints
+    assert complaint.recipient == "dave@example.org"
+
+
+def test_dsn_sent_elsewhere_is_traced_through_the_returned_return_path():
+    token, table = _issued_token()
+    original = original_message()
+    original["Return-Path"] = f"<{token.address}>"
+    event = classify(dsn("Action: failed\nStatus: 5.1.1", returned=returned_headers(original)),
+                     "postmaster@shop.test", "", keys=KEY, tokens=table)
+    (bounce,) = event.bounces
+    assert (bounce.recipient, bounce.recipient_source) == ("bob@example.org", "token")
 
 
 def test_arf_without_returned_message():

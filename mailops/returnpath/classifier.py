@@ -56,18 +56,26 @@ def classify(raw: bytes, recipient: str = "", sender: str = "", *, keys=None, to
 
 
 class _Token:
-    """What the return-path recipient tells: the token, and through the table, the recipient."""
+    """What a return-path address tells: the token, and through the table, the recipient.
 
-    def __init__(self, recipient: str, keys, tokens, subdomain: str) -> None:
+    The first valid one of the candidates counts: the envelope recipient (a bounce to the
+    return path), else what the report quotes (a complaint sent to abuse@ names our
+    envelope sender in Original-Mail-From or in the returned message's Return-Path)."""
+
+    def __init__(self, candidates, keys, tokens, subdomain: str) -> None:
         self.path = None
         self.info = None
-        if keys is None or not recipient:
+        if keys is None:
             return
-        try:
-            self.path = address.decode(keys, recipient, subdomain=subdomain)
-        except address.AddressError:
-            return
-        if tokens is not None:
+        for candidate in candidates:
+            if not candidate or not address.is_return_path(candidate):
+                continue
+            try:
+                self.path = address.decode(keys, candidate, subdomain=subdomain)
+            except address.AddressError:
+                continue
+            break
+        if self.path is not None and tokens is not None:
             self.info = tokens.lookup(self.path.token_id)
 
     @property
@@ -92,14 +100,16 @@ def _classify(raw: bytes, event: Classified, keys, tokens, subdomain: str) -> No
         event.reason = "no message headers"
         return
     event.subject = mime.header(msg, "subject")
-    token = _Token(event.envelope_recipient, keys, tokens, subdomain)
-    event.return_path_token = token.path.token_id if token.path else None
+    token = _Token([event.envelope_recipient], keys, tokens, subdomain)
     rcpt_domain = mime.domain_part(mime.address_of(event.envelope_recipient))
     default_domain = token.sending_domain or (address.sending_domain_of(rcpt_domain, subdomain) if rcpt_domain
                                               else None)
 
     if is_dsn(msg):
         original = mime.returned_message(msg)
+        if token.path is None:
+            token = _Token([mime.header(original, "return-path")], keys, tokens, subdomain)
+        event.return_path_token = token.path.token_id if token.path else None
         try:
             bounces = parse_dsn(msg, original)
         except DsnError as exc:
@@ -127,6 +137,10 @@ def _classify(raw: bytes, event: Classified, keys, tokens, subdomain: str) -> No
         except ArfError as exc:
             event.reason = f"malformed feedback report: {exc}"
             return
+        if token.path is None:
+            token = _Token([complaint.original_mail_from, mime.header(original, "return-path")], keys, tokens,
+                           subdomain)
+        event.return_path_token = token.path.token_id if token.path else None
         if complaint.recipient is None and token.recipient:
             complaint.recipient, complaint.recipient_source = token.recipient, "token"
         complaint.sending_domain = token.sending_domain or complaint.sending_domain or \
@@ -141,6 +155,7 @@ def _classify(raw: bytes, event: Classified, keys, tokens, subdomain: str) -> No
         return
 
     if looks_like_text_bounce(msg, event.envelope_sender):
+        event.return_path_token = token.path.token_id if token.path else None
         bounces = parse_text_bounce(msg)
         for bounce in bounces:
             _fill_bounce(bounce, token, default_domain, None)
