@@ -158,37 +158,34 @@ _NOT_PUBLIC_V4 = [ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
 
 
-def _ipv4(value: Any) -> ipaddress.IPv4Address:
-    """A public-style IPv4 address; documentation ranges are allowed (the lab uses them)."""
-    if isinstance(value, ipaddress.IPv4Address):
-        value = str(value)
-    text = _need_text(value, "an IPv4 address", "203.0.113.10")
-    try:
-        addr = ipaddress.IPv4Address(text)
-    except ValueError:
-        raise ValueError(f"{show(value)} is not an IPv4 address; write four numbers 0-255, e.g. 203.0.113.10") from None
-    if addr.is_unspecified or addr.is_loopback or addr.is_multicast or addr.is_link_local \
-            or addr.is_reserved or any(addr in net for net in _NOT_PUBLIC_V4):
-        raise ValueError(
-            f"{addr} is not a public address, so receivers never see mail come from it; "
-            "set the public IPv4 address this host sends from")
-    return addr
+def _not_public(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if addr.is_unspecified or addr.is_loopback or addr.is_multicast or addr.is_link_local:
+        return True
+    if addr.version == 4:
+        return addr.is_reserved or any(addr in net for net in _NOT_PUBLIC_V4)
+    return addr.is_site_local or addr in ipaddress.ip_network("fc00::/7") or addr.ipv4_mapped is not None
 
 
-def _ipv6(value: Any) -> ipaddress.IPv6Address:
-    if isinstance(value, ipaddress.IPv6Address):
-        value = str(value)
-    text = _need_text(value, "an IPv6 address", "2001:db8::10")
-    try:
-        addr = ipaddress.IPv6Address(text)
-    except ValueError:
-        raise ValueError(f"{show(value)} is not an IPv6 address; write e.g. 2001:db8::10") from None
-    if addr.is_unspecified or addr.is_loopback or addr.is_multicast or addr.is_link_local \
-            or addr.is_site_local or addr in ipaddress.ip_network("fc00::/7") or addr.ipv4_mapped:
-        raise ValueError(
-            f"{addr} is not a public address; set the public IPv6 address this host sends from "
-            "or remove mailops_ipv6")
-    return addr
+def _public_ip(version: int):
+    """A public-style address of ``version``; documentation ranges are allowed (the lab uses them)."""
+    cls = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    example = "203.0.113.10" if version == 4 else "2001:db8::10"
+    how = "write four numbers 0-255, e.g. 203.0.113.10" if version == 4 else "write e.g. 2001:db8::10"
+    fix = (", so receivers never see mail come from it; set the public IPv4 address this host sends from"
+           if version == 4 else "; set the public IPv6 address this host sends from or remove mailops_ipv6")
+
+    def check(value: Any):
+        if isinstance(value, cls):
+            value = str(value)
+        text = _need_text(value, f"an IPv{version} address", example)
+        try:
+            addr = cls(text)
+        except ValueError:
+            raise ValueError(f"{show(value)} is not an IPv{version} address; {how}") from None
+        if _not_public(addr):
+            raise ValueError(f"{addr} is not a public address{fix}")
+        return addr
+    return check
 
 
 def _ip_any(value: Any) -> str:
@@ -214,8 +211,8 @@ def _net(version: int):
     return check
 
 
-PublicIPv4 = Annotated[ipaddress.IPv4Address, PlainValidator(_ipv4)]
-PublicIPv6 = Annotated[ipaddress.IPv6Address, PlainValidator(_ipv6)]
+PublicIPv4 = Annotated[ipaddress.IPv4Address, PlainValidator(_public_ip(4))]
+PublicIPv6 = Annotated[ipaddress.IPv6Address, PlainValidator(_public_ip(6))]
 IpAddress = Annotated[str, PlainValidator(_ip_any)]
 
 
