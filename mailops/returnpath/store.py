@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from mailops.returnpath.events import FORWARD, KINDS, UNPARSED, Classified
 
-MAX_RAW_BYTES = 1024 * 1024
+MAX_RAW_BYTES = 10_240_000     # Postfix's default message_size_limit: nothing it accepts is cut
 KEEP_RAW_KINDS = (FORWARD, UNPARSED)
 
 SCHEMA = """
