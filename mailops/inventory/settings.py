@@ -15,6 +15,7 @@ from mailops.inventory.scalars import (
     DomainName,
     Duration,
     EmailAddress,
+    Fqdn,
     HttpUrl,
     IpAddress,
     IPv4Net,
@@ -226,13 +227,21 @@ class DnsblSettings(_Model):
     domain_zones: list[ZoneName] = Field(default_factory=lambda: ["dbl.spamhaus.org"])
 
 
+class MaildirMailboxSettings(_Model):
+    """A Maildir on the machine that runs `mailops verify` (the lab's receiver writes one)."""
+    maildir: Text
+
+
 class VerifySettings(_Model):
     """How `mailops verify` proves the chain from outside."""
     # PEM roots trusted for the servers' certificates (587/465, MTA-STS); default: the system's CAs
     ca_bundle: Text | None = None
-    # Live send: the mailbox the test message goes to. "lab" reads it on the lab's receiving host.
+    # Live send: the address the test message goes to, and where verify reads it back.
     recipient: EmailAddress | None = None
-    mailbox: Literal["lab"] = "lab"
+    mailbox: MaildirMailboxSettings | None = None
+    # The receiving mailbox's authserv-id (first word of its Authentication-Results): only its
+    # verdicts are trusted; headers of any other authserv-id may be forged (RFC 8601).
+    authserv_id: Fqdn | None = None
     # Seconds to wait for the live-send message to arrive.
     send_timeout: int = Field(60, ge=5, le=3600)
 

@@ -53,15 +53,6 @@ class VerifyReport:
         ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def _lab_mailbox(inv):
-    from mailops.lab import core
-    from mailops.lab.config import LabConfig
-    from mailops.verify.send import lab_mailbox
-    cfg = LabConfig()
-    root = core.machine_root(cfg, "mx")
-    return lab_mailbox(str(inv.verify.recipient), root)
-
-
 def verify(inventory: Path, *, only: tuple[str, ...] = GROUPS, domains: list[str] | None = None,
            hosts: list[str] | None = None, on_group: Callable[[str, float], None] = lambda g, s: None) -> VerifyReport:
     from mailops.dkim.store import KeyStore
@@ -106,11 +97,8 @@ def verify(inventory: Path, *, only: tuple[str, ...] = GROUPS, domains: list[str
         return out
 
     def run_send() -> list[CheckResult]:
-        from mailops.verify.send import live_send
-        if inv.verify.recipient is None:
-            return [inconclusive("send", d, "live-send", "no mailops_verify.recipient configured; "
-                                 "name a mailbox to send the test message to") for d in domains]
-        return live_send(inv, keystore, domains, _lab_mailbox(inv), cafile=ca, timeout=inv.verify.send_timeout)
+        from mailops.verify import send
+        return send.check_domains(inv, keystore, domains)
 
     runners = {"dns": run_dns, "server": run_server, "security": run_security, "send": run_send}
     report = VerifyReport()

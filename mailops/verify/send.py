@@ -17,33 +17,16 @@ import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from pathlib import Path
-from typing import Callable
 
 from mailops.dns.query import txt_text
-from mailops.verify.result import CheckResult, failed, inconclusive, passed
+from mailops.errors import MailopsError
+from mailops.verify.mailbox import Mailbox, open_mailbox
+from mailops.verify.result import CheckResult, failed, inconclusive, passed, warned
 
 GROUP = "send"
 LEAK_MARKER = "mailops-verify-agent/1"  # sent as User-Agent; must not reach the recipient
-
-
-@dataclass
-class Mailbox:
-    """Where the live-send recipient's mail can be read: ``wait(message_id, timeout) -> bytes | None``."""
-    recipient: str
-    wait: Callable[[str, float], bytes | None]
-
-
-def lab_mailbox(recipient: str, root: Path) -> Mailbox:
-    from mailops.lab import receiver
-
-    def wait(message_id: str, timeout: float) -> bytes | None:
-        msg = receiver.wait_for_message(root, recipient=recipient, message_id=message_id, timeout=timeout)
-        return Path(msg.path).read_bytes() if msg else None
-    return Mailbox(recipient, wait)
 
 
 def _sender_for(inv, domain: str):
@@ -56,7 +39,9 @@ def _sender_for(inv, domain: str):
     return None, None
 
 
-def _auth_results(raw: bytes, authserv: str | None) -> dict[str, str]:
+def trusted_auth_results(raw: bytes, authserv_id: str) -> dict[str, str]:
+    """dkim/spf/dmarc verdicts from the Authentication-Results headers of ``authserv_id`` only:
+    any other one may have been written by the sender, not the receiver (RFC 8601 section 5)."""
     import email
     import email.policy
     msg = email.message_from_bytes(raw, policy=email.policy.default)
@@ -65,7 +50,9 @@ def _auth_results(raw: bytes, authserv: str | None) -> dict[str, str]:
         # RFC 8601 comments ("(2048-bit key; unprotected key)") may hold semicolons
         text = re.sub(r"\([^()]*\)", "", " ".join(str(value).split()))
         text = " ".join(text.split())
-        if authserv and text.split(";", 1)[0].strip() != authserv:
+        # "authserv-id [version]; results": the id compares case-insensitively
+        words = text.split(";", 1)[0].split()
+        if not words or words[0].lower() != authserv_id.lower():
             continue
         for part in text.split(";")[1:]:
             part = part.strip()
@@ -112,10 +99,8 @@ def _diagnose_hold(host) -> str:
     return text
 
 
-def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, cafile: str | None,
+def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, authserv_id: str, cafile: str | None,
                 timeout: float = 60.0) -> list[CheckResult]:
-    import dkim
-
     user, sender = _sender_for(inv, domain)
     if user is None:
         return [inconclusive(GROUP, domain, "live-send", "no submission user may send as this domain; "
@@ -169,9 +154,9 @@ def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, cafile: str | N
     except (smtplib.SMTPException, OSError) as exc:
         return [inconclusive(GROUP, domain, "live-send", f"cannot submit to {host.fqdn}:587 ({exc})")]
 
-    raw = mailbox.wait(msg["Message-ID"], timeout)
+    received = mailbox.wait(msg["Message-ID"], timeout)
     elapsed = time.monotonic() - started
-    if raw is None:
+    if received is None:
         why = _diagnose_hold(host)
         signing_down = "opendkim is inactive" in why or "opendkim is failed" in why
         return [failed(GROUP, domain, "dkim-signing" if signing_down else "live-send",
@@ -181,7 +166,22 @@ def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, cafile: str | N
                        if signing_down else "look at the queue (postqueue -p) and the mail log on " + host.fqdn)]
     results = [passed(GROUP, domain, "live-send", f"{sender} -> {mailbox.recipient} via {host.fqdn}:587 "
                       f"delivered in {elapsed:.1f}s")]
-    ar = _auth_results(raw, getattr(mailbox, "authserv", None) or "mx.inbox.test")
+    results += judge_received(inv, keystore, domain, received.raw, authserv_id=authserv_id, client_ip=client_ip)
+    try:
+        mailbox.delete(msg["Message-ID"])
+    except MailopsError as exc:
+        results.append(warned(GROUP, domain, "live-send.cleanup", str(exc),
+                              f"delete it by hand; verify needs write access to {mailbox.describe()}"))
+    return results
+
+
+def judge_received(inv, keystore, domain: str, raw: bytes, *, authserv_id: str,
+                   client_ip: str | None) -> list[CheckResult]:
+    """What the received copy proves: the receiver's verdicts, our own DKIM check, no leaked headers."""
+    import dkim
+
+    results: list[CheckResult] = []
+    ar = trusted_auth_results(raw, authserv_id)
     selectors = {k.selector for k in keystore.signing(domain)} if keystore else set()
     dkim_ar = ar.get("dkim", "none")
     aligned = f"header.d={domain}" in dkim_ar
@@ -222,9 +222,31 @@ def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, cafile: str | N
     return results
 
 
-def live_send(inv, keystore, domains: list[str], mailbox: Mailbox, *, cafile: str | None,
+def live_send(inv, keystore, domains: list[str], mailbox: Mailbox, *, authserv_id: str, cafile: str | None,
               timeout: float = 60.0) -> list[CheckResult]:
     def one(domain: str) -> list[CheckResult]:
-        return send_domain(inv, keystore, domain, mailbox, cafile=cafile, timeout=timeout)
+        return send_domain(inv, keystore, domain, mailbox, authserv_id=authserv_id, cafile=cafile, timeout=timeout)
     with ThreadPoolExecutor(8) as pool:
         return [r for rs in pool.map(one, domains) for r in rs]
+
+
+def check_domains(inv, keystore, domains: list[str]) -> list[CheckResult]:
+    """The send group: a live send per domain to the inventory's mailbox, or one inconclusive
+    row per domain naming the setting that is missing."""
+    settings = inv.verify
+    why = None
+    if settings.recipient is None:
+        why = "no mailops_verify.recipient configured; name a mailbox to send the test message to"
+    elif settings.mailbox is None:
+        why = (f"no mailops_verify.mailbox configured; say where verify reads mail for {settings.recipient}, "
+               "e.g. mailbox: {maildir: PATH}")
+    elif settings.authserv_id is None:
+        why = ("no mailops_verify.authserv_id configured; set it to the receiving mailbox's authserv-id "
+               "(the first word of its Authentication-Results headers), the only one whose verdicts are trusted")
+    mailbox = open_mailbox(settings) if why is None else None
+    if mailbox is not None:
+        why = mailbox.problem()
+    if why or mailbox is None:
+        return [inconclusive(GROUP, d, "live-send", why or "no mailbox configured") for d in domains]
+    return live_send(inv, keystore, domains, mailbox, authserv_id=settings.authserv_id,
+                     cafile=settings.ca_bundle, timeout=settings.send_timeout)

@@ -1,0 +1,131 @@
+"""Live send without the lab: the Maildir mailbox verify reads the test message from, and
+which Authentication-Results it trusts (only the configured authserv-id's: RFC 8601)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+import pytest
+
+from mailops.inventory import load
+from mailops.verify.mailbox import MaildirMailbox, open_mailbox
+from mailops.verify.send import judge_received, trusted_auth_results
+from tests.helpers import LAB_INVENTORY, copy_inventory, mailops
+
+DOMAIN = "shop.test"
+
+
+def maildir(root: Path, *folders: str) -> Path:
+    for folder in ("", *folders):
+        for sub in ("new", "cur", "tmp"):
+            (root / folder / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def message(message_id: str, *auth_results: str) -> bytes:
+    msg = EmailMessage()
+    for header in auth_results:
+        msg["Authentication-Results"] = header
+    msg["From"], msg["To"], msg["Subject"] = f"alice@{DOMAIN}", "verify@inbox.test", "mailops verify"
+    msg["Message-ID"] = message_id
+    msg.set_content("hello\n")
+    return msg.as_bytes()
+
+
+def deliver(path: Path, raw: bytes, name: str = "1700000000.M1P1.mx") -> Path:
+    (path / "tmp" / name).write_bytes(raw)
+    (path / "tmp" / name).rename(path / "new" / name)  # as a delivery agent does
+    return path / "new" / name
+
+
+def test_maildir_mailbox_finds_a_late_message_by_message_id_and_deletes_it(tmp_path):
+    box = MaildirMailbox(maildir(tmp_path / "Maildir"), "verify@inbox.test")
+    assert box.problem() is None
+    other, wanted = make_msgid(domain=DOMAIN), make_msgid(domain=DOMAIN)
+    deliver(box.path, message(other), "1.other")
+    timer = threading.Timer(0.6, deliver, (box.path, message(wanted), "2.wanted"))
+    timer.start()
+    t = time.monotonic()
+    got = box.wait(wanted, timeout=10)
+    timer.join()
+    assert got is not None and 0.5 < time.monotonic() - t < 5
+    assert f"Message-ID: {wanted}".encode() in got.raw and got.folder == "INBOX"
+    box.delete(wanted)
+    assert [p.name for p in (box.path / "new").iterdir()] == ["1.other"]  # only the test message goes
+    box.delete(wanted)  # already gone: nothing to do
+
+
+def test_maildir_mailbox_names_the_folder_it_landed_in_and_gives_up_in_time(tmp_path):
+    box = MaildirMailbox(maildir(tmp_path / "Maildir", ".Junk"), "verify@inbox.test")
+    spam = make_msgid(domain=DOMAIN)
+    deliver(box.path / ".Junk", message(spam))
+    got = box.wait(spam, timeout=2)
+    assert got is not None and got.folder == "Junk"
+    t = time.monotonic()
+    assert box.wait(make_msgid(domain=DOMAIN), timeout=0.5) is None
+    assert time.monotonic() - t < 2
+
+
+def test_maildir_mailbox_that_is_not_there_says_so(tmp_path):
+    box = MaildirMailbox(tmp_path / "nope", "verify@inbox.test")
+    assert str(tmp_path / "nope") in box.problem() and "not a Maildir" in box.problem()
+
+
+def test_only_the_trusted_authserv_id_counts():
+    forged = f"mx.inbox.test.evil; dkim=pass header.d={DOMAIN}; spf=pass; dmarc=pass"
+    other = f"MX.ELSEWHERE.TEST; dkim=pass header.d={DOMAIN}"
+    trusted = f"MX.Inbox.Test 1; dkim=fail (bad signature; sorry) header.d={DOMAIN}; spf=softfail; dmarc=fail"
+    raw = message(make_msgid(domain=DOMAIN), forged, other, trusted)
+    assert trusted_auth_results(raw, "mx.inbox.test") == {
+        "dkim": f"dkim=fail header.d={DOMAIN}", "spf": "spf=softfail", "dmarc": "dmarc=fail"}
+    assert trusted_auth_results(raw, "mx.nowhere.test") == {}
+
+
+def test_a_forged_pass_from_another_authserv_id_does_not_pass_the_send_checks():
+    inv = load(LAB_INVENTORY)
+    forged = f"mx.evil.test; dkim=pass header.d={DOMAIN} header.s=s1; spf=pass; dmarc=pass"
+    raw = message(make_msgid(domain=DOMAIN), forged)
+    rows = {r.name: r for r in judge_received(inv, None, DOMAIN, raw, authserv_id="mx.inbox.test", client_ip=None)}
+    for name in ("receiver.dkim", "receiver.spf", "receiver.dmarc"):
+        assert rows[name].status == "fail", rows[name]
+    # the same verdicts stamped by the trusted receiver pass
+    raw = message(make_msgid(domain=DOMAIN), forged.replace("mx.evil.test", "mx.inbox.test"))
+    rows = {r.name: r for r in judge_received(inv, None, DOMAIN, raw, authserv_id="mx.inbox.test", client_ip=None)}
+    assert all(rows[n].status == "pass" for n in ("receiver.dkim", "receiver.spf", "receiver.dmarc")), rows
+
+
+def test_open_mailbox_reads_the_inventory_setting():
+    inv = load(LAB_INVENTORY)
+    box = open_mailbox(inv.verify)
+    assert isinstance(box, MaildirMailbox) and box.recipient == "verify@inbox.test"
+    assert str(box.path).endswith("/inbox.test/Maildir") and inv.verify.authserv_id == "mx.inbox.test"
+
+
+def send_rows(inventory: Path) -> list[dict]:
+    proc = mailops("verify", "--json", "--only", "send", "-i", str(inventory), check=False, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    return json.loads(proc.stdout)["results"]
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("authserv_id", "no mailops_verify.authserv_id configured; set it to the receiving mailbox's authserv-id"),
+    ("mailbox", "no mailops_verify.mailbox configured"),
+])
+def test_send_group_without_a_setting_is_inconclusive_with_the_fix(tmp_path, setting, says):
+    inventory = copy_inventory(tmp_path / "inv", settings=lambda s: s["mailops_verify"].pop(setting))
+    rows = send_rows(inventory)
+    assert [(r["subject"], r["status"]) for r in rows] == [("news.test", "inconclusive"), ("shop.test", "inconclusive")]
+    assert all(says in r["detail"] for r in rows), rows
+
+
+def test_send_group_with_a_missing_maildir_names_it(tmp_path):
+    gone = tmp_path / "no-such-Maildir"
+    inventory = copy_inventory(tmp_path / "inv", settings=lambda s: s["mailops_verify"].update(
+        mailbox={"maildir": str(gone)}))
+    rows = send_rows(inventory)
+    assert rows and all(r["status"] == "inconclusive" and str(gone) in r["detail"] for r in rows), rows
