@@ -140,15 +140,15 @@ def _problems_after(inv: Path, file: str, old: str, new: str) -> list[str]:
     return [str(p) for p in check_inventory(inv)]
 
 
-@pytest.mark.parametrize("new, expected", [
-    ("    dns_provider: lab-rfc2136\n    1: x\n",
-     ':40: mailops_domains["shop.test"][1]: key 1 is a number, not text; write a field name here'),
-    ("    dns_provider: lab-rfc2136\n    ~: x\n",
-     ':40: mailops_domains["shop.test"][null]: a key is empty (null); name the entry or remove it'),
+@pytest.mark.parametrize("key, expected", [
+    ("1", 'mailops_domains["shop.test"][1]: key 1 is a number, not text; write a field name here'),
+    ("~", 'mailops_domains["shop.test"][null]: a key is empty (null); name the entry or remove it'),
 ])
-def test_non_text_keys_are_named_where_they_are(inv, new, expected):
-    problems = _problems_after(inv, SETTINGS, "    dns_provider: lab-rfc2136\n", new)
-    assert problems == [f"{inv / SETTINGS}{expected}"]
+def test_non_text_keys_are_named_where_they_are(inv, key, expected):
+    old = "    dns_provider: lab-rfc2136\n"
+    problems = _problems_after(inv, SETTINGS, old, f"{old}    {key}: x\n")
+    line = (inv / SETTINGS).read_text().splitlines().index(f"    {key}: x") + 1  # the key's own line
+    assert problems == [f"{inv / SETTINGS}:{line}: {expected}"]
 
 
 def test_null_domain_key_is_not_rendered_as_none(inv):

@@ -55,12 +55,7 @@ class AnsibleInventory:
         self.out.at(src, path, message)
 
     def _vars(self, src: Source, data: Any, path: tuple, into: dict[str, Var]) -> None:
-        if data is None:
-            return
-        if not isinstance(data, dict):
-            self._lost(src, path, f"variables must be a mapping (name: value), found {kind(data)}")
-            return
-        for name, value in data.items():
+        for name, value in self._mapping(src, path, data, "variables must be a mapping (name: value)"):
             if not isinstance(name, str):
                 self._lost(src, path + (name,), "variable names must be text; rename it")
                 continue
@@ -71,6 +66,15 @@ class AnsibleInventory:
     def parse_inventory(self, src: Source) -> None:
         for name, data in src.data.items():
             self._group(src, str(name), data, (name,), parent="all" if name != "all" else None, depth=0)
+
+    def _mapping(self, src: Source, path: tuple, value: Any, what: str) -> list[tuple[Any, Any]]:
+        """The items of ``value`` (none for null); anything but a mapping is reported as ``what``."""
+        if value is None:
+            return []
+        if not isinstance(value, dict):
+            self._lost(src, path, f"{what}, found {kind(value)}")
+            return []
+        return list(value.items())
 
     def _group(self, src: Source, name: str, data: Any, path: tuple, parent: str | None, depth: int) -> None:
         group = self.groups.setdefault(name, Group(name))
@@ -86,12 +90,8 @@ class AnsibleInventory:
             if key == "vars":
                 self._vars(src, value, kpath, group.vars)
             elif key == "hosts":
-                if value is None:
-                    continue
-                if not isinstance(value, dict):
-                    self._lost(src, kpath, f"hosts must be a mapping of host names to their variables, found {kind(value)}")
-                    continue
-                for host_name, host_vars in value.items():
+                for host_name, host_vars in self._mapping(src, kpath, value,
+                                                          "hosts must be a mapping of host names to their variables"):
                     hname = str(host_name)
                     host = self.hosts.setdefault(hname, Host(hname))
                     host.decls.append((src, kpath + (host_name,)))
@@ -99,12 +99,7 @@ class AnsibleInventory:
                         group.hosts.append(hname)
                     self._vars(src, host_vars, kpath + (host_name,), host.vars)
             elif key == "children":
-                if value is None:
-                    continue
-                if not isinstance(value, dict):
-                    self._lost(src, kpath, f"children must be a mapping of group names, found {kind(value)}")
-                    continue
-                for child, child_data in value.items():
+                for child, child_data in self._mapping(src, kpath, value, "children must be a mapping of group names"):
                     if depth > 50:
                         self._lost(src, kpath, "groups nested too deeply; flatten them")
                         break
