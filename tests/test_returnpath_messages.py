@@ -504,3 +504,20 @@ def test_an_internal_error_becomes_unparsed_not_an_exception(monkeypatch):
     monkeypatch.setattr(classify_module, "parse_dsn", broken)
     event = classify(dsn(), RETURN_PATH, "")
     assert event.kind == UNPARSED and "KeyError" in event.reason and event.bounces == []
+
+
+# -- hostile shapes: bounded time, an event, no exception ----------------------------------------
+
+def test_many_encoded_words_in_a_header_are_decoded_only_as_far_as_kept():
+    import time
+    raw = b"Subject: " + b"=?utf-8?b?YWJj?= " * 50_000 + b"\n\nbody\n"
+    started = time.monotonic()
+    event = classify(raw, RETURN_PATH, "")
+    assert time.monotonic() - started < 5                      # was minutes: decoding is quadratic
+    assert event.kind == FORWARD and event.subject.startswith("abc")
+
+
+def test_deeply_nested_mime_is_unparsed_with_the_reason():
+    raw = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i) for i in range(3000)) + b"x\n"
+    event = classify(raw, RETURN_PATH, "")
+    assert (event.kind, event.reason) == (UNPARSED, "MIME parts nested too deeply to read")

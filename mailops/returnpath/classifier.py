@@ -48,6 +48,9 @@ def classify(raw: bytes, recipient: str = "", sender: str = "", *, keys=None, to
     event = Classified(UNPARSED, digest_of(raw), envelope_recipient=recipient[:320], envelope_sender=sender[:320])
     try:
         _classify(raw, event, keys, tokens, subdomain)
+    except RecursionError:
+        event.kind, event.reason = UNPARSED, "MIME parts nested too deeply to read"
+        event.bounces, event.complaints, event.dmarc, event.tls = [], [], [], []
     except Exception as exc:     # noqa: BLE001 - the contract: keep and count, never lose the message
         event.kind = UNPARSED
         event.reason = f"internal error while classifying: {exc.__class__.__name__}: {exc}"[:500]

@@ -38,7 +38,8 @@ def header(msg: Message | None, name: str) -> str | None:
         if isinstance(value, email.header.Header):
             text = str(value)
         else:
-            text = str(email.header.make_header(email.header.decode_header(str(value))))
+            # decoding RFC 2047 words is quadratic in their number: decode only what we keep
+            text = str(email.header.make_header(email.header.decode_header(str(value)[:4 * MAX_HEADER_CHARS])))
     except (ValueError, LookupError, UnicodeError, binascii.Error, TypeError):
         text = str(value)
     text = " ".join(text.split())
