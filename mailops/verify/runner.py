@@ -83,7 +83,7 @@ def verify(inventory: Path, *, only: tuple[str, ...] = GROUPS, domains: list[str
 
     def run_server() -> list[CheckResult]:
         from mailops.verify import server
-        return server.check_hosts(inventory, hosts, ca_bundle=ca)
+        return server.check_hosts(inv, hosts, ca_bundle=ca)
 
     def run_security() -> list[CheckResult]:
         from mailops.verify import security

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mailops.verify.reach import SSH_TIMEOUT, ssh_problem
 from mailops.verify.result import CheckResult, failed, inconclusive, passed, warned
 
 GROUP = "server"
@@ -75,10 +76,16 @@ def _check_modules() -> list[str]:
                   if m.name.startswith("test_") and m.name != "test_outside")
 
 
-def check_hosts(inventory: Path, hosts: list[str], *, ca_bundle: str | None = None,
-                timeout: float = 600, parallel: int = 3) -> list[CheckResult]:
-    """Each host's checks run as ``parallel`` pytest processes over slices of the modules:
-    the time goes into one SSH command per assertion, so overlapping them pays."""
+def check_hosts(inv, hosts: list[str], *, ca_bundle: str | None = None, timeout: float = 600,
+                parallel: int = 3, ssh_timeout: float = SSH_TIMEOUT) -> list[CheckResult]:
+    """Each reachable host's checks run as ``parallel`` pytest processes over slices of the modules:
+    the time goes into one SSH command per assertion, so overlapping them pays.  A host verify
+    cannot reach or log in to over SSH is one inconclusive row saying why."""
+    inventory = inv.path
+    with ThreadPoolExecutor(max(1, min(12, len(hosts)))) as pool:
+        problems = dict(zip(hosts, pool.map(lambda name: ssh_problem(inv.host(name), ssh_timeout), hosts)))
+    unreachable = [inconclusive(GROUP, h, "ssh", why) for h, why in problems.items() if why]
+    hosts = [h for h in hosts if not problems[h]]
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     if ca_bundle:
@@ -104,4 +111,4 @@ def check_hosts(inventory: Path, hosts: list[str], *, ca_bundle: str | None = No
 
     jobs = [(h, mods) for h in hosts for mods in slices]
     with ThreadPoolExecutor(max(1, min(12, len(jobs)))) as pool:
-        return [r for rs in pool.map(one, jobs) for r in rs]
+        return unreachable + [r for rs in pool.map(one, jobs) for r in rs]
