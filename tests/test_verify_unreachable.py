@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -64,7 +65,6 @@ def test_a_port_that_hangs_up_without_speaking_ssh_is_named(tmp_path, closed_por
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         port = listener.getsockname()[1]
-        import threading
 
         def answer() -> None:
             for _ in range(2):
@@ -79,3 +79,26 @@ def test_a_port_that_hangs_up_without_speaking_ssh_is_named(tmp_path, closed_por
     assert len(rows) == 1 and rows[0]["status"] == "inconclusive", rows
     assert rows[0]["detail"] == (f"cannot reach mta2.shop.test over SSH (127.0.0.1:{port}): it answered "
                                  "'220 mail.example ESMTP', not an SSH banner"), rows
+
+
+def test_a_host_that_speaks_ssh_but_fails_the_login_is_named(tmp_path, closed_port):
+    """Past the banner, ssh itself must log in; here the peer hangs up after its version line."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+
+        def answer() -> None:
+            for _ in range(2):  # the probe, then ssh
+                conn, _addr = listener.accept()
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2p1\r\n")
+                time.sleep(0.2)
+                conn.close()
+        threading.Thread(target=answer, daemon=True).start()
+        inventory = unreachable_inventory(tmp_path, closed_port, port)
+        proc = mailops("verify", "--json", "--only", "server", "--host", "mta2.shop.test", "-i", str(inventory),
+                       check=False, timeout=90)
+    rows = json.loads(proc.stdout)["results"]
+    assert len(rows) == 1 and rows[0]["status"] == "inconclusive", rows
+    assert rows[0]["detail"].startswith("cannot log in to mta2.shop.test over SSH: "), rows
+    assert "Connection closed" in rows[0]["detail"] or "connection" in rows[0]["detail"].lower(), rows
