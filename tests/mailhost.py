@@ -127,15 +127,17 @@ class MailHost:
         for login, pw in passwords.items():
             (self.inv / "secrets" / f"{login.split('@')[0]}.password").write_text(pw + "\n")
         self.playbook = work / "converge.yml"
+        # the pre-tasks stand in for the roles this play leaves out: they run under --tags too
         self.playbook.write_text(yaml.safe_dump([{
             "name": "converge " + ", ".join(roles), "hosts": "mailhosts",
             "pre_tasks": [
-                {"name": "apt proxy", "ansible.builtin.copy": {
+                {"name": "apt proxy", "tags": ["always"], "ansible.builtin.copy": {
                     "content": "Acquire::http::Proxy \"{{ mailops_apt_proxy }}\";\n",
                     "dest": "/etc/apt/apt.conf.d/01proxy", "mode": "0644"}},
-                {"name": "tls dir", "ansible.builtin.file": {"path": "/etc/mailops/tls", "state": "directory",
-                                                             "mode": "0755"}},
-                {"name": "stand-in certificate", "no_log": True, "ansible.builtin.copy": {
+                # made in --check too, so that the stand-in certificate can be checked on a pristine VPS
+                {"name": "tls dir", "tags": ["always"], "check_mode": False, "ansible.builtin.file": {
+                    "path": "/etc/mailops/tls", "state": "directory", "mode": "0755"}},
+                {"name": "stand-in certificate", "tags": ["always"], "no_log": True, "ansible.builtin.copy": {
                     "src": f"{work / 'tls'}/{{{{ item.name }}}}", "dest": "/etc/mailops/tls/{{ item.name }}",
                     "mode": "{{ item.mode }}"},
                  "loop": [{"name": "fullchain.pem", "mode": "0644"}, {"name": "privkey.pem", "mode": "0600"}]},

@@ -213,10 +213,13 @@ def _render(inventory: Path, tmp_path: Path) -> dict:
                 "file": str(REPO / "roles/postfix/defaults/main.yml")}},
             {"name": "policyd defaults", "ansible.builtin.include_vars": {
                 "file": str(REPO / "roles/policyd/defaults/main.yml")}},
+            # the values computed from the options (the role's vars/main.yml)
+            {"name": "postfix vars", "ansible.builtin.include_vars": {
+                "file": str(REPO / "roles/postfix/vars/main.yml")}},
             {"name": "print", "ansible.builtin.debug": {"msg": {
-                "main": "{{ postfix_main_cf_rate_limits }}", "services": "{{ postfix_rate_limit_services }}",
+                "main": "{{ _postfix_main_cf_rate_limits }}", "services": "{{ _postfix_rate_limit_services }}",
                 "submission": "{{ postfix_submission_options.smtpd_recipient_restrictions }}",
-                "eod": "{{ postfix_submission_policy_options }}", "enabled": "{{ policyd_enabled }}",
+                "eod": "{{ _postfix_submission_policy_options }}", "enabled": "{{ policyd_enabled }}",
                 "config": "{{ policyd_config }}"}}}]}]))
     env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "ANSIBLE_FILTER_PLUGINS": str(REPO / "roles/postfix/filter_plugins"),
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "HOME": str(tmp_path),

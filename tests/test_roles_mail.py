@@ -61,6 +61,22 @@ def mailhost(lab_cfg, tmp_path_factory):
     return host
 
 
+def test_pristine_vps_check_run_and_sasl_tag_alone(mailhost, lab_cfg):
+    """On a pristine VPS a --check run fails nothing (the roles skip what needs their packages), and
+    `--tags sasl` alone - the roles listed without tags of their own - installs what sasl needs: the
+    postfix role's install tasks it includes run too, so Dovecot's auth socket has its postfix owner.
+    (Runs first: the converged fixture of the later tests then converges this host.)"""
+    core.reset(lab_cfg, mailhost.name)
+    _, check = mailhost.converge("--check")
+    assert check["failed"] == 0, check
+    assert "install ok installed" not in mailhost.ssh("dpkg-query -W -f='${Status}' postfix dovecot-core || true")
+    _, tagged = mailhost.converge("--tags", "sasl")
+    assert tagged["failed"] == 0 and tagged["changed"] > 0, tagged
+    got = mailhost.ssh("for p in postfix dovecot-core; do dpkg-query -W -f='${Package} ${db:Status-Status}\\n' $p; done; "
+                       "stat -c '%U %F' /var/spool/postfix/private/auth; systemctl is-active dovecot")
+    assert got.split("\n") == ["postfix installed", "dovecot-core installed", "postfix socket", "active", ""], got
+
+
 def test_second_converge_changes_nothing(converged):
     assert converged.second["changed"] == 0, f"second converge changed {converged.second['changed']} things"
 
