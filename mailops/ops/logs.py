@@ -142,8 +142,7 @@ def _stream(stats: LogStats, name: str, source, command: str, total: int | None,
         seen[1] += n
 
     for line in source(command, on_bytes):
-        # a remote line arrives whole (mailops.ops.remote reads lines); it is still not parsed
-        if line is None or len(line) > MAX_LINE_BYTES:
+        if line is None:
             stats.skip_too_long()
         else:
             stats.feed(line)

@@ -85,17 +85,16 @@ class Remote:
         result = self.conn.run(command, hide=True, warn=True, in_stream=io.StringIO(stdin or ""))
         return result.exited, result.stdout, result.stderr
 
-    def stream_lines(self, command: str, on_bytes: Callable[[int], None] | None = None) -> Iterator[str]:
+    def stream_lines(self, command: str, on_bytes: Callable[[int], None] | None = None) -> Iterator[str | None]:
         """Yield a command's stdout line by line as it arrives, without keeping it
-        (Fabric's run() would hold all of a long log in memory)."""
+        (Fabric's run() would hold all of a long log in memory); None for an over-long line."""
         self._open()
         chan = self.conn.client.get_transport().open_session()
         chan.exec_command(command)
+        from mailops.ops.logs import bounded_lines  # logs imports this module
         with chan.makefile("rb") as out:
-            for raw in out:
-                if on_bytes:
-                    on_bytes(len(raw))
-                yield raw.decode("utf-8", "replace")
+            # a line over the cap is read in chunks and yielded as None, never held whole
+            yield from bounded_lines(out, on_bytes or (lambda _n: None))
         status = chan.recv_exit_status()
         if status != 0:
             err = chan.makefile_stderr("rb").read().decode("utf-8", "replace").strip().splitlines()
