@@ -33,7 +33,6 @@ re-converge) and sqlite commits are durable, so reboots and restarts lose nothin
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 import socket
@@ -43,6 +42,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator, TextIO
 
 from mailops.errors import MailopsError
+from mailops.returnpath.suppression_files import csv_rows, json_rows
 
 GLOBAL = "*"
 HARD_BOUNCE = "hard-bounce"
@@ -262,10 +262,7 @@ class SuppressionList:
         """Suppress; an entry already in force keeps its ``since`` and takes the new cause and detail."""
         if cause not in CAUSES:
             raise MailopsError(f"suppression cause {cause!r} is not one of {', '.join(CAUSES)}")
-        try:
-            target, scope = normalise_target(target), normalise_scope(scope)
-        except EntryError as exc:
-            raise MailopsError(f"suppression {exc.field}: {exc}") from None
+        target, scope = _key(target, scope)
         moment = self._now(now)
         with self.db:
             old = self._get(target, scope)
@@ -278,10 +275,7 @@ class SuppressionList:
 
     def remove(self, target: str, scope: str | None = GLOBAL, *, now: datetime | None = None) -> bool:
         """Lift a suppression (a tombstone that replicates); False if none was in force."""
-        try:
-            target, scope = normalise_target(target), normalise_scope(scope)
-        except EntryError as exc:
-            raise MailopsError(f"suppression {exc.field}: {exc}") from None
+        target, scope = _key(target, scope)
         moment = self._now(now)
         with self.db:
             old = self._get(target, scope)
@@ -448,7 +442,7 @@ class SuppressionList:
             raise MailopsError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
         moment = self._now(now)
         entries, errors = [], []
-        for line, data in (_csv_rows(path, text) if fmt == "csv" else _json_rows(path, text)):
+        for line, data in (csv_rows(path, text, COLUMNS) if fmt == "csv" else json_rows(path, text)):
             try:
                 entries.append(entry_from_mapping(data, moment))
             except EntryError as exc:
@@ -464,6 +458,13 @@ class SuppressionList:
         return len(entries)
 
 
+def _key(target: str, scope: str | None) -> tuple[str, str]:
+    try:
+        return normalise_target(target), normalise_scope(scope)
+    except EntryError as exc:
+        raise MailopsError(f"suppression {exc.field}: {exc}") from None
+
+
 def _days(delta: timedelta) -> str:
     return f"{delta.days} days" if delta.days and not delta.seconds else f"{int(delta.total_seconds())} s"
 
@@ -472,54 +473,3 @@ def _entry(row) -> Entry:
     data = dict(zip(COLUMNS, row))
     data["removed"] = bool(data["removed"])
     return Entry(**data)
-
-
-def _csv_rows(path: str, text: str):
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "target" not in [f.strip() for f in reader.fieldnames]:
-        raise MailopsError(f"{path}:1: target: the CSV header must name the columns ({', '.join(COLUMNS)})")
-    for row in reader:
-        if None in row:
-            raise MailopsError(f"{path}:{reader.line_num}: (row): more values than columns in the header")
-        cleaned = {k.strip(): v for k, v in row.items() if k is not None}
-        if not any((v or "").strip() for v in cleaned.values()):
-            continue                                    # blank line
-        yield reader.line_num, {k: v for k, v in cleaned.items() if v is not None and v.strip() != ""}
-
-
-def _json_rows(path: str, text: str):
-    """The elements of a JSON array with the line each starts on (the array is decoded
-    element by element, so a bad element is named by its line)."""
-    decoder = json.JSONDecoder()
-    position = _skip_space(text, 0)
-    if position >= len(text) or text[position] != "[":
-        raise MailopsError(f"{path}:{text.count(chr(10), 0, position) + 1}: (file): expected a JSON array of "
-                           "entries ([{\"target\": ...}, ...])")
-    position = _skip_space(text, position + 1)
-    first = True
-    while True:
-        if position >= len(text):
-            raise MailopsError(f"{path}:{text.count(chr(10)) + 1}: (file): the JSON array is not closed with ]")
-        if text[position] == "]":
-            break
-        if not first:
-            if text[position] != ",":
-                raise MailopsError(f"{path}:{text.count(chr(10), 0, position) + 1}: (file): expected , or ] "
-                                   "between entries")
-            position = _skip_space(text, position + 1)
-        line = text.count("\n", 0, position) + 1
-        try:
-            value, position = decoder.raw_decode(text, position)
-        except (ValueError, RecursionError) as exc:
-            raise MailopsError(f"{path}:{line}: (file): not JSON ({str(exc)[:100]})") from None
-        first = False
-        yield line, value
-        position = _skip_space(text, position)
-    if _skip_space(text, position + 1) != len(text):
-        raise MailopsError(f"{path}:{text.count(chr(10), 0, position) + 1}: (file): text after the JSON array")
-
-
-def _skip_space(text: str, position: int) -> int:
-    while position < len(text) and text[position] in " \t\r\n":
-        position += 1
-    return position
