@@ -13,8 +13,11 @@ from typing import Any
 from mailops.dkim.signing import ALGORITHMS, STATES
 from mailops.dns.kinds.dkim import parse_tags, record_name
 from mailops.errors import MailopsError
+from mailops.inventory.files import UnsafeFile, read_regular_file
 
 MANIFEST = "keys.json"
+# a FIFO or device is refused and a file is read only this far: 200 domains' keys take well under 1 MiB
+MAX_MANIFEST_BYTES = 16 << 20
 VERSION = 1
 MIN_RSA_BITS, MAX_RSA_BITS = 2048, 4096
 FIELDS = ("domain", "selector", "algorithm", "bits", "state", "created", "activated", "retired",
@@ -40,8 +43,12 @@ def format_time(when: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
+    """ValueError for what is not an ISO 8601 time, also one whose UTC equivalent is outside years 1-9999."""
     when = datetime.fromisoformat(text)
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    try:
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00
+        raise ValueError(f"{text} is outside the years 1-9999 in UTC") from None
 
 
 # --------------------------------------------------------------------------- records
@@ -74,16 +81,22 @@ class DkimKey:
 def parse_manifest(where: Path) -> list[DkimKey]:
     """The entries of keys.json ([] when there is none); MailopsError naming the file, entry and field."""
     try:
-        text = where.read_text(encoding="utf-8")
+        text = read_regular_file(where, MAX_MANIFEST_BYTES).decode("utf-8")
     except FileNotFoundError:
         return []
+    except UnsafeFile as exc:
+        raise MailopsError(f"{where} {exc}; restore the DKIM key manifest from a backup") from None
     except OSError as exc:
         raise MailopsError(f"{where}: cannot read the DKIM key manifest ({exc.strerror or exc}); "
                            "check its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise MailopsError(f"{where}: not UTF-8 (byte {exc.start}); restore it from a backup") from None
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise MailopsError(f"{where}: not valid JSON ({exc}); restore it from a backup") from None
+    except RecursionError:
+        raise MailopsError(f"{where}: not a key manifest (JSON nested too deeply); restore it from a backup") from None
     if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("keys"), list):
         raise MailopsError(f"{where}: expected {{\"version\": 1, \"keys\": [...]}}; "
                            "restore it from a backup or upgrade mailops")

@@ -223,7 +223,12 @@ class KeyStore:
         """When a retired key stops being published (None: not retired)."""
         if key.state != "retired" or key.retired is None:
             return None
-        return parse_time(key.retired) + self.grace_for(key.domain)
+        try:
+            return parse_time(key.retired) + self.grace_for(key.domain)
+        except OverflowError:  # a damaged time such as year 9999, or an absurd grace period
+            raise MailopsError(
+                f"{self.manifest_path}: {key.domain} key {key.selector}: retired {key.retired} plus the grace "
+                "period is past the year 9999; fix the entry's retired time (or retired_grace_days)") from None
 
     def is_published(self, key: DkimKey, now: datetime | None = None) -> bool:
         """Pending and active keys, and retired keys within the domain's grace period."""
@@ -253,9 +258,12 @@ class KeyStore:
             if not stat.S_ISDIR(st.st_mode):
                 raise MailopsError(f"{path} exists but is not a directory; move it away or set "
                                    "mailops_dkim_keystore to another path") from None
-            if st.st_mode & 0o022:
-                raise MailopsError(f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
-                                   f"run chmod 700 {path}") from None
+            # refused, not fixed: mailops sets modes at creation only, and a directory someone made
+            # 0755 on purpose (a shared backup area) is not silently changed under them
+            if st.st_mode & 0o077:
+                who = "writable" if st.st_mode & 0o022 else "readable"
+                raise MailopsError(f"{path} is {who} by group or others (mode {stat.S_IMODE(st.st_mode):04o}), "
+                                   f"but it holds DKIM private keys; run chmod 700 {path}") from None
         except OSError as exc:
             raise MailopsError(f"cannot create the DKIM key store directory {path} "
                                f"({exc.strerror or exc}); check mailops_dkim_keystore and permissions") from None
