@@ -43,6 +43,7 @@ def resolve(ref: EnvSecret | FileSecret | dict[str, Any], base_dir: str | Path) 
             raise MailopsError(
                 f"secret {describe(ref)}: environment variable {ref.env} is "
                 f"{'empty' if value == '' else 'not set'}; export it before running mailops")
+        _refuse_control(ref, value, f"environment variable {ref.env}")
         return value
     path = secret_path(ref, base_dir)
     try:
@@ -59,7 +60,29 @@ def resolve(ref: EnvSecret | FileSecret | dict[str, Any], base_dir: str | Path) 
         raise MailopsError(f"secret {describe(ref)}: cannot read {path} (permission denied); fix its owner or mode") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise MailopsError(f"secret {describe(ref)}: cannot read {path} ({type(exc).__name__}); check the file") from None
+    # the line break(s) `echo TOKEN > file` and editors add end the line, they are not part of the secret
     value = value.rstrip("\r\n")
     if not value:
         raise MailopsError(f"secret {describe(ref)}: {path} is empty; write the secret into it")
+    _refuse_control(ref, value, str(path))
     return value
+
+
+def _refuse_control(ref: EnvSecret | FileSecret, value: str, source: str) -> None:
+    """No secret (token, TSIG key, password) holds a control character: a CR/LF inside or at the end
+    of an environment variable would reach the API as part of the token and read as 'cannot reach'."""
+    for i, char in enumerate(value):
+        if ord(char) < 0x20 or ord(char) == 0x7f:
+            what = "a line break" if char in "\r\n" else f"a control character (U+{ord(char):04X})"
+            place = "ends in" if value[i + 1:].strip("\r\n") == "" else f"has at position {i + 1}"
+            raise MailopsError(f"secret {describe(ref)}: {source} {place} {what}; "
+                               "write only the secret there (the value is not shown)")
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be an HTTP bearer token (None when it can); never contains the token."""
+    for i, char in enumerate(token):
+        if not 0x21 <= ord(char) <= 0x7e:
+            return (f"has {'a space' if char == ' ' else 'a non-ASCII character'} at position {i + 1} "
+                    "(API tokens are printable ASCII)")
+    return None

@@ -15,6 +15,7 @@ import httpx
 from mailops.dns.providers.base import Existing, ZoneChanges
 from mailops.dns.records import Record, in_zone, normalize_name, quote_txt
 from mailops.errors import MailopsError
+from mailops.inventory.secrets import token_problem
 
 OWNER_COMMENT = "managed-by=mailops"
 
@@ -51,6 +52,10 @@ class CloudflareProvider:
     def __init__(self, name: str, token: str, api_base_url: str | None = None, *,
                  max_retries: int = 5, transport: httpx.BaseTransport | None = None, owner: str | None = None):
         self.name = name
+        problem = token_problem(token)
+        if problem:  # httpx would fail encoding the header with a traceback, or the API refuse it
+            raise MailopsError(f"cloudflare provider {name!r}: the API token {problem}; put the token exactly as "
+                               f"Cloudflare shows it in api_token of mailops_dns_providers.{name}")
         self.comment = owner_comment(owner)
         self.requests = 0
 

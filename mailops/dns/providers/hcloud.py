@@ -30,6 +30,7 @@ from hcloud.actions import ActionFailedException, ActionTimeoutException
 from hcloud.servers import BoundServer
 
 from mailops.errors import MailopsError
+from mailops.inventory.secrets import token_problem
 
 __all__ = ["HcloudReverseProvider"]
 
@@ -51,6 +52,10 @@ class HcloudReverseProvider:
 
     def __init__(self, name: str, token: str, api_base_url: str | None = None):
         self.name = name
+        problem = token_problem(token)
+        if problem:  # httpx would fail encoding the header with a traceback, or the API refuse it
+            raise MailopsError(f"hcloud provider {name!r}: the API token {problem}; put the token exactly as "
+                               f"Hetzner shows it in api_token of mailops_reverse_dns_providers.{name}")
         self._api = (api_base_url or DEFAULT_API).rstrip("/")
         self._token = token  # kept only to scrub it from messages
         self._client = hcloud.Client(
