@@ -74,7 +74,6 @@ def test_a_broken_answer_stops_the_sync_before_any_zone_changes(tmp_path, kind):
         err = proc.stderr.strip()
         assert proc.returncode != 0, proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr and TOKEN not in proc.stdout + proc.stderr
-        print(err)
         assert len(err.splitlines()) == 1 and "cloudflare provider 'cf'" in err, err
         assert {zone: emulator.records(zone) for zone in ZONES} == before == {z: [] for z in ZONES}
         assert emulator.request_count("POST") == 0, "a batch was sent although a zone could not be read"
