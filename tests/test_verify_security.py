@@ -85,6 +85,11 @@ def _postconf(lab_cfg, changes: dict[str, str]):
         assert _ssh(lab_cfg, f"md5sum {POSTFIX_FILES}") == before, "the Postfix files were not restored"
 
 
+# Postfix's own "high" list on 587/465 (what they offered before issue 14 item 13): anonymous suites too
+POSTFIX_HIGH_CIPHERS = {f"{service}/inet/tls_high_cipherlist": "aNULL:-aNULL:HIGH:@STRENGTH"
+                        for service in ("submission", "submissions")}
+
+
 def _by_name(results):
     return {r.name: r for r in results}
 
@@ -101,11 +106,13 @@ def test_converged_server_passes_every_probe(mailserver):
     bad = [r for r in results if r.status != "pass"]
     assert not bad, "\n".join(f"{r.name}: {r.status}: {r.detail}" for r in bad)
     per_family = {"relay.25", "relay.587", "relay.465", "auth-before-tls.587", "auth.25", "tls.587", "tls.465",
+                  "ciphers.587", "ciphers.465",
                   "wrong-password.587", "send-as-other.587", "send-as-other.465", "vrfy.25"}
     assert {r.name for r in results} == {f"{n}.{f}" for n in per_family for f in ("ipv4", "ipv6")}
     got = _by_name(results)
     assert "certificate not verified" in got["tls.465.ipv6"].detail
     assert "accepted as <alice@shop.test>" in got["send-as-other.587.ipv4"].detail
+    assert "refuses anonymous, " in got["ciphers.465.ipv4"].detail
 
 
 def test_open_relay_is_caught(mailserver):
@@ -135,11 +142,23 @@ def test_auth_on_25_is_caught(mailserver):
 
 
 def test_tls_below_1_2_is_caught(mailserver):
-    # 587 and 465 run at level encrypt, so the mandatory protocols apply (not -o smtpd_tls_protocols)
-    with _postconf(mailserver, {"smtpd_tls_mandatory_protocols": ">=TLSv1"}):
+    # 587 and 465 run at level encrypt, so the mandatory protocols apply (not -o smtpd_tls_protocols).
+    # The role's cipher list has only TLS 1.2 AEAD suites, which TLS 1.0/1.1 cannot use: widen it to
+    # Postfix's own list too, or the old protocols would still find no common suite.
+    with _postconf(mailserver, {"smtpd_tls_mandatory_protocols": ">=TLSv1", **POSTFIX_HIGH_CIPHERS}):
         results = _probe()
     _assert_fails(results, "tls.587.ipv4", "tls.465.ipv4", "tls.587.ipv6", "tls.465.ipv6")
     assert "TLSv1.1" in _by_name(results)["tls.465.ipv4"].detail
+
+
+def test_weak_cipher_suites_are_caught(mailserver):
+    with _postconf(mailserver, POSTFIX_HIGH_CIPHERS):
+        results = _probe()
+    _assert_fails(results, "ciphers.587.ipv4", "ciphers.465.ipv4", "ciphers.587.ipv6", "ciphers.465.ipv6")
+    failed = _by_name(results)["ciphers.587.ipv4"]
+    assert "anonymous (ADH-AES256-GCM-SHA384)" in failed.detail and "static RSA" in failed.detail, failed.detail
+    assert "postfix_submission_tls_ciphers" in failed.fix
+    assert all(r.status == "pass" for r in results if r.name.startswith("tls.")), "only the cipher rows may fail"
 
 
 def test_untrusted_certificate_is_caught(mailserver, lab_cfg):

@@ -7,6 +7,8 @@ each) and returns one CheckResult named `<kind>.<port>.<family>`, e.g. `relay.25
   auth-before-tls.587      AUTH is not offered before STARTTLS
   auth.25                  AUTH is never offered on 25, before or after STARTTLS
   tls.{587,465}            TLS < 1.2 is refused; records the normal handshake (and verifies it)
+  ciphers.{587,465}        no weak TLS 1.2 suite is accepted (anonymous, NULL, export, RC4, 3DES,
+                           static RSA, SHA1); a class this machine's OpenSSL cannot offer is "not tested"
   wrong-password.587       a wrong password gets 535
   send-as-other.{587,465}  a logged-in user cannot use another user's address as MAIL FROM
   vrfy.25                  VRFY does not reveal which mailboxes exist
@@ -155,6 +157,36 @@ def _legacy_context() -> ssl.SSLContext:
     return ctx
 
 
+# Weak TLS 1.2 suite classes, offered one class per handshake (OpenSSL cipher strings).
+WEAK_CIPHERS = {
+    "anonymous": "aNULL",
+    "no encryption": "eNULL",
+    "export": "EXPORT",
+    "RC4": "RC4",
+    "3DES": "3DES",
+    "static RSA (no forward secrecy)": "kRSA",
+    "SHA1 MAC (CBC)": "SHA1",
+}
+CIPHERS_FIX = ("offer only authenticated, forward-secret AEAD suites on 587/465: role variable "
+               "postfix_submission_tls_ciphers (-o smtpd_tls_mandatory_ciphers=high -o tls_high_cipherlist=...)")
+
+
+def _weak_contexts() -> tuple[dict[str, ssl.SSLContext], list[str]]:
+    """A TLS-1.2-only client per weak class (TLS 1.3 suites would be offered whatever the list),
+    and the classes this machine's OpenSSL cannot offer at all."""
+    usable, untestable = {}, []
+    for label, spec in WEAK_CIPHERS.items():
+        ctx = _unverified_context()
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.set_ciphers(f"{spec}:@SECLEVEL=0")  # OpenSSL 3 refuses most of them above level 0
+        except ssl.SSLError:  # "No cipher can be selected": compiled out of this OpenSSL
+            untestable.append(label)
+            continue
+        usable[label] = ctx
+    return usable, untestable
+
+
 def _where(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
@@ -175,6 +207,7 @@ class _Prober:
         self.timeout = timeout
         self.plain_ctx = _unverified_context()
         self.legacy_ctx = _legacy_context()
+        self.weak_ctxs, self.untestable_ciphers = _weak_contexts()
         if ca_bundle:
             self.checked_ctx = ssl.create_default_context(cafile=ca_bundle)
         else:
@@ -187,6 +220,7 @@ class _Prober:
                 ("auth-before-tls", SUBMISSION, self.auth_offered),
                 ("auth", SMTP, self.auth_offered),
                 *(("tls", port, self.tls) for port in (SUBMISSION, SUBMISSIONS)),
+                *(("ciphers", port, self.ciphers) for port in (SUBMISSION, SUBMISSIONS)),
                 *(("send-as-other", port, self.send_as_other) for port in (SUBMISSION, SUBMISSIONS)),
                 # one wrong password per address and run: fail2ban bans after a few (5 in 10 min by default)
                 ("wrong-password", SUBMISSION, self.wrong_password),
@@ -287,6 +321,22 @@ class _Prober:
                     "smtpd_tls_protocols)")
         checked = "certificate verified" if self.verifies else "certificate not verified (no CA bundle given)"
         return "pass", f"port {port} refuses TLS < 1.2; negotiates {normal}; {checked}", ""
+
+    def ciphers(self, address: str, port: int) -> Outcome:
+        not_tested = (f"; not tested (this machine's OpenSSL cannot offer them): {', '.join(self.untestable_ciphers)}"
+                      if self.untestable_ciphers else "")
+        if not self.weak_ctxs:
+            return "inconclusive", f"port {port}: no weak suite class could be offered{not_tested}", ""
+        accepted = []
+        for label, ctx in self.weak_ctxs.items():
+            try:
+                with self.connect(address, port, ctx=ctx) as s:
+                    accepted.append(f"{label} ({s.sock.cipher()[0]})")
+            except ssl.SSLError:
+                pass  # handshake refused: what we want
+        if accepted:
+            return "fail", f"port {port} accepts weak TLS 1.2 suites: {', '.join(accepted)}{not_tested}", CIPHERS_FIX
+        return "pass", f"port {port} refuses {', '.join(self.weak_ctxs)} suites{not_tested}", ""
 
     def wrong_password(self, address: str, port: int) -> Outcome:
         login, password = self.users[0]
