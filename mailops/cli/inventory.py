@@ -20,11 +20,12 @@ def inventory() -> None:
 def check(name: str) -> None:
     """Check inventory NAME (a directory, or a name under inventories/; default: lab).
 
-    Prints one line per problem and exits 1, or a one-line summary.
+    Prints one line per problem and exits 1, or a one-line summary. Secrets whose content
+    mailops can check (the return-path key) are read too, never shown.
     """
     path = resolve_inventory_path(name)
     try:
-        inv = load(path)
+        inv = load(path, secrets=True)
     except InventoryError as exc:
         echo_problems(exc)
         sys.exit(1)

@@ -34,6 +34,10 @@ def _git_roots(inventory: Path) -> list[tuple[Path, str]]:
     return roots
 
 
+# Off until the lab inventory turns the return path on (its rua/TLS-RPT addresses are in shop.test).
+REFUSE_UNACCEPTED_REPORT_ADDRESSES = False
+
+
 def _norm_domain(name: Any) -> str | None:
     try:
         return m.dns_name(name)
@@ -126,6 +130,7 @@ class Checker:
         self.unique_fqdns(hosts)
         self.logins(gdefs, domain_names)
         self.keystore_outside_git(gvals, gdefs)
+        self.return_path(gvals, gdefs)
 
     @staticmethod
     def _declared(gdefs: dict[str, Var], var_name: str) -> list[str]:
@@ -228,6 +233,77 @@ class Checker:
             if gdefs.get("mailops_domains") and domain_names and domain not in domain_names:
                 self.out.at(users.src, path, f"domain {domain} is not in mailops_domains; add it there or use a "
                                              f"login at one of: {', '.join(sorted(domain_names))}")
+
+    def return_path(self, gvals: dict[str, Any], gdefs: dict[str, Var]) -> None:
+        """Report addresses in a mailops domain need the return path (nothing else accepts them);
+        each return-path domain is nobody's sending or parked domain, lies in its provider's zones,
+        and domains sharing one publish it through the same provider."""
+        domains_var, settings = gdefs.get("mailops_domains"), gvals.get("return_path")
+        domains = gvals.get("domains")
+        if not (domains_var and isinstance(domains_var.value, dict) and domains):
+            return
+        if settings is None and gdefs.get("mailops_return_path") is not None:
+            return                  # set but invalid: its own problem says so, follow-ups would mislead
+        parked = {d for d in (gvals.get("parked_domains") or {})}
+        providers = gvals.get("dns_providers", {})
+        owners: dict[str, tuple[str, str]] = {}
+        for key in domains_var.value:
+            name = _norm_domain(key)
+            dom = domains.get(name) if name else None
+            if dom is None:
+                continue
+            if settings is None:
+                if dom.return_path is not None:
+                    self.out.at(domains_var.src, domains_var.path + (key, "return_path"),
+                                "has no effect: mailops_return_path is not set; set mailops_return_path in "
+                                "group_vars/all or remove return_path")
+                if REFUSE_UNACCEPTED_REPORT_ADDRESSES:
+                    self._unaccepted_report_addresses(domains_var, key, dom, domains)
+                continue
+            rp = dom.return_path or f"{settings.subdomain}.{name}"
+            where = domains_var.path + ((key, "return_path") if dom.return_path else (key,))
+            what = f"return-path domain {rp}"
+            if rp in domains or rp in parked:
+                self.out.at(domains_var.src, where, f"{what} is a {'sending' if rp in domains else 'parked'} "
+                            "domain itself; use a subdomain of its own, e.g. bounces." + (name or ""))
+                continue
+            zones = getattr(providers.get(dom.dns_provider), "zones", None)
+            if zones and not any(rp == z or rp.endswith("." + z) for z in zones):
+                self.out.at(domains_var.src, where, f"{what} is outside the zones of provider "
+                            f"{dom.dns_provider!r} ({', '.join(zones)}); add its zone to zones: or choose "
+                            "another return_path")
+            first = owners.setdefault(rp, (name, dom.dns_provider))
+            if first[1] != dom.dns_provider:
+                self.out.at(domains_var.src, where, f"{what} is shared with {first[0]}, which publishes through "
+                            f"{first[1]!r}, not {dom.dns_provider!r}; give the domains one provider or their own "
+                            "return_path")
+
+    def _unaccepted_report_addresses(self, domains_var: Var, key: Any, dom, domains: dict) -> None:
+        """Without the return path nothing accepts mail for a report address in a mailops domain."""
+        raw = domains_var.value[key] if isinstance(domains_var.value[key], dict) else {}
+        for where, address in m.report_mailtos(dom):
+            if address.rpartition("@")[2] not in domains:
+                continue
+            section, field = where.split(".")
+            uris = (raw.get(section) or {}).get(field) if isinstance(raw.get(section), dict) else None
+            index = next((i for i, u in enumerate(uris or []) if isinstance(u, str)
+                          and u[7:].partition("!")[0].strip().lower() == address), 0)
+            self.out.at(domains_var.src, domains_var.path + (key, section, field, index),
+                        f"{address} is in a mailops domain, but nothing would accept it; set "
+                        "mailops_return_path or use an address outside the mailops domains")
+
+    def return_path_key(self, gvals: dict[str, Any], gdefs: dict[str, Var]) -> None:
+        """Resolve the return-path key secret and check its content (never shown)."""
+        from mailops.errors import MailopsError
+        from mailops.inventory.secrets import resolve_hex_keys
+
+        settings, var = gvals.get("return_path"), gdefs.get("mailops_return_path")
+        if settings is None or var is None:
+            return
+        try:
+            resolve_hex_keys(settings.key, self.root)
+        except MailopsError as exc:
+            self.out.at(var.src, var.path + ("key",), str(exc))
 
     def keystore_outside_git(self, gvals: dict[str, Any], gdefs: dict[str, Var]) -> None:
         keystore = gdefs.get("mailops_dkim_keystore")

@@ -45,8 +45,9 @@ def _discover(root: Path) -> tuple[list[Path], list[tuple[str, str, Path]]]:
     return inventories, var_files
 
 
-def load_inventory(path: str | Path) -> tuple[m.Inventory | None, list[Problem]]:
-    """Read and check the inventory directory at ``path``.
+def load_inventory(path: str | Path, *, secrets: bool = False) -> tuple[m.Inventory | None, list[Problem]]:
+    """Read and check the inventory directory at ``path``; with ``secrets``, also resolve the
+    secrets whose content mailops can check (the return-path key), never showing them.
 
     Returns ``(inventory, [])`` when it is clean, else ``(None, problems)``:
     callers never act on a half-valid inventory.
@@ -89,6 +90,8 @@ def load_inventory(path: str | Path) -> tuple[m.Inventory | None, list[Problem]]
     hosts = checker.mail_hosts()
     if not out.incomplete:
         checker.cross(gvals, gdefs, hosts)
+    if secrets and not out.problems:
+        checker.return_path_key(gvals, gdefs)
     if out.problems:
         return None, out.problems
 
@@ -100,7 +103,7 @@ def load_inventory(path: str | Path) -> tuple[m.Inventory | None, list[Problem]]
     return inventory, []
 
 
-def load(path_or_name: str | Path) -> m.Inventory:
+def load(path_or_name: str | Path, *, secrets: bool = False) -> m.Inventory:
     """The one way to get an :class:`Inventory`: read and check ``path_or_name`` and raise
     :class:`InventoryError` listing every problem, so nobody acts on a half-valid inventory.
 
@@ -108,12 +111,12 @@ def load(path_or_name: str | Path) -> m.Inventory:
     a ``Path`` is taken as it is (resolving ``Path("./x")`` again would lose the ``./``).
     """
     path = path_or_name if isinstance(path_or_name, Path) else resolve_inventory_path(path_or_name)
-    inventory, problems = load_inventory(path)
+    inventory, problems = load_inventory(path, secrets=secrets)
     if problems or inventory is None:
         raise InventoryError(path, problems)
     return inventory
 
 
 def check_inventory(path: str | Path) -> list[Problem]:
-    """Every problem of the inventory at ``path`` (empty list when it is clean)."""
-    return load_inventory(path)[1]
+    """Every problem of the inventory at ``path`` (empty list when it is clean), secrets checked too."""
+    return load_inventory(path, secrets=True)[1]

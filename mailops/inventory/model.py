@@ -64,8 +64,10 @@ from mailops.inventory.settings import (  # noqa: F401 - re-exported
     ParkedDomain,
     PerUserLimit,
     RateLimits,
+    ReturnPathSettings,
     ReverseDnsProvider,
     Rfc2136Provider,
+    SoftBounceSettings,
     SpfSettings,
     SubmissionUser,
     TlsRptSettings,
@@ -135,6 +137,8 @@ class Inventory(_Model):
     dns_owner: DnsOwner | None = None
     dnsbl: DnsblSettings = Field(default_factory=DnsblSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    # None: the return path is off (the servers behave as without it)
+    return_path: ReturnPathSettings | None = None
 
     def host(self, name: str) -> MailHost:
         for host in self.hosts:
@@ -157,10 +161,38 @@ class Inventory(_Model):
         names = self.domains[domain].hosts or [h.name for h in self.hosts]
         return [h for h in self.hosts if h.name in names]
 
+    def return_path_domain(self, domain: str) -> str | None:
+        """The return-path (bounce) domain of sending domain ``domain``, None when the return path is off."""
+        if self.return_path is None:
+            return None
+        return self.domains[domain].return_path or f"{self.return_path.subdomain}.{domain}"
+
+    def return_path_domains(self) -> dict[str, list[str]]:
+        """Return-path domain -> the sending domains that use it (a shared one lists several)."""
+        out: dict[str, list[str]] = {}
+        for domain in sorted(self.domains):
+            rp = self.return_path_domain(domain)
+            if rp is not None:
+                out.setdefault(rp, []).append(domain)
+        return out
+
+    def report_addresses(self) -> list[tuple[str, str, str]]:
+        """(sending domain, setting, address) of every report address (DMARC rua/ruf, TLS-RPT rua)
+        inside a mailops domain: the mail hosts must accept these (only with the return path on)."""
+        return [(domain, where, address) for domain, settings in sorted(self.domains.items())
+                for where, address in report_mailtos(settings) if address.rpartition("@")[2] in self.domains]
+
     def secret(self, ref: EnvSecret | FileSecret) -> str:
         """Resolve a secret reference relative to this inventory."""
         from mailops.inventory.secrets import resolve
         return resolve(ref, self.path)
+
+
+def report_mailtos(settings: Domain) -> list[tuple[str, str]]:
+    """(setting, address) of a domain's mailto: report URIs, e.g. ("dmarc.rua", "dmarc@shop.test")."""
+    uris = [("dmarc.rua", u) for u in settings.dmarc.rua] + [("dmarc.ruf", u) for u in settings.dmarc.ruf]
+    uris += [("tls_rpt.rua", u) for u in (settings.tls_rpt.rua if settings.tls_rpt else [])]
+    return [(where, uri[7:].partition("!")[0].lower()) for where, uri in uris if uri.lower().startswith("mailto:")]
 
 
 # Variables mailops reads. Every other ``mailops_*`` variable is reported as
@@ -196,6 +228,7 @@ GLOBAL_VARS: dict[str, tuple[str, Any]] = {
     "mailops_dns_owner": ("dns_owner", DnsOwner),
     "mailops_dnsbl": ("dnsbl", DnsblSettings),
     "mailops_verify": ("verify", VerifySettings),
+    "mailops_return_path": ("return_path", ReturnPathSettings),
 }
 REQUIRED_GLOBAL_VARS = ("mailops_dkim_keystore", "mailops_domains")
 
@@ -211,5 +244,7 @@ MISSING_HINTS: dict[str, str] = {
     "tsig_key_name": "set tsig_key_name: to the TSIG key's name, e.g. mailops-key.",
     "server": "set server: to the IP address of the DNS server that accepts updates",
     "login": "set login: to the user's email address",
+    "key": "write key: {file: PATH} (hex keys, one per line) or {env: NAME}",
+    "operator_email": "set operator_email: to the address postmaster@, abuse@ and unrecognised mail go to",
     "rua": "list at least one report address, e.g. [mailto:tlsrpt@example.com]",
 }

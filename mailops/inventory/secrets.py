@@ -86,3 +86,52 @@ def token_problem(token: str) -> str | None:
             return (f"has {'a space' if char == ' ' else 'a non-ASCII character'} at position {i + 1} "
                     "(API tokens are printable ASCII)")
     return None
+
+
+def resolve_hex_keys(ref: EnvSecret | FileSecret, base_dir: str | Path, min_bytes: int = 16) -> list[bytes]:
+    """Keys in hex, one per line, newest first (``#`` lines and blank lines skipped), each at
+    least ``min_bytes`` long: the return-path key format of the mail hosts' key file
+    (:func:`mailops.returnpath.receive.read_keys`, which the inventory layer cannot import).
+    A file must be mode 0600 or stricter. Errors name the reference and the key's number, never a key."""
+    if isinstance(ref, EnvSecret):
+        text = os.environ.get(ref.env) or ""
+        if not text.strip():
+            raise MailopsError(f"secret {describe(ref)}: environment variable {ref.env} is "
+                               f"{'empty' if ref.env in os.environ else 'not set'}; export it before running mailops")
+        where = f"environment variable {ref.env}"
+    else:
+        path = secret_path(ref, base_dir)
+        where = str(path)
+        try:
+            mode = os.stat(path).st_mode
+            text = read_regular_file(path, MAX_SECRET_BYTES).decode("ascii")
+        except FileNotFoundError:
+            raise MailopsError(f"secret {describe(ref)}: {path} does not exist; create it with one hex key per "
+                               "line, e.g. `openssl rand -hex 32 > FILE; chmod 600 FILE`") from None
+        except UnsafeFile as exc:
+            raise MailopsError(f"secret {describe(ref)}: {path} {exc}; point file: at a regular file") from None
+        except PermissionError:
+            raise MailopsError(f"secret {describe(ref)}: cannot read {path} (permission denied); fix its owner "
+                               "or mode") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MailopsError(f"secret {describe(ref)}: cannot read {path} ({type(exc).__name__}); write one "
+                               "hex key per line") from None
+        if mode & 0o077:
+            raise MailopsError(f"secret {describe(ref)}: {path} is readable by others (mode {mode & 0o777:o}); "
+                               f"run chmod 600 {path}")
+    keys = []
+    lines = [line.strip() for line in text.splitlines()]
+    for number, line in enumerate((x for x in lines if x and not x.startswith("#")), start=1):
+        try:
+            key = bytes.fromhex(line)
+        except ValueError:
+            raise MailopsError(f"secret {describe(ref)}: key {number} in {where} is not hex; write one hex key "
+                               "per line (the value is not shown)") from None
+        if len(key) < min_bytes:
+            raise MailopsError(f"secret {describe(ref)}: key {number} in {where} has {len(key)} bytes; use at least "
+                               f"{min_bytes} (e.g. `openssl rand -hex 32`)")
+        keys.append(key)
+    if not keys:
+        raise MailopsError(f"secret {describe(ref)}: no key in {where}; write one hex key per line "
+                           "(e.g. `openssl rand -hex 32`)")
+    return keys

@@ -6,6 +6,7 @@ every validator's message says what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated, Literal, Union
 
@@ -94,6 +95,8 @@ class Domain(_Model):
     """A domain the mail hosts send for. ``hosts`` is filled in by the loader."""
     dns_provider: ProviderName
     hosts: list[str] | None = None
+    # The return-path (bounce) domain instead of <mailops_return_path.subdomain>.<domain>; may be shared.
+    return_path: DomainName | None = None
     dkim: DkimSettings = Field(default_factory=DkimSettings)
     spf: SpfSettings = Field(default_factory=SpfSettings)
     dmarc: DmarcSettings = Field(default_factory=DmarcSettings)
@@ -104,6 +107,50 @@ class Domain(_Model):
 class ParkedDomain(_Model):
     """A domain that never sends: published with null SPF/DMARC reject to stop spoofing."""
     dns_provider: ProviderName
+
+
+# --- the return path (global) -----------------------------------------------
+
+_DAYS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _long_duration(value) -> int:
+    """Seconds of ``30d``, ``12h``, ``90m``, ``3600s`` (or a whole number of seconds)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", value)):
+        seconds = int(match.group(1)) * _DAYS[match.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration; write a number with s, m, h or d, e.g. 7d, 12h")
+    if not 60 <= seconds <= 3650 * 86400:
+        raise ValueError(f"{seconds} s is out of range; use 1m to 3650d")
+    return seconds
+
+
+LongDuration = Annotated[int, PlainValidator(_long_duration)]
+
+
+def _subdomain(value) -> str:
+    from mailops.inventory.scalars import dns_name
+    return dns_name(value, what="a subdomain label", example="bounces", min_labels=1)
+
+
+class SoftBounceSettings(_Model):
+    """Soft bounces suppress after ``threshold`` within ``window``; such an entry expires after ``expiry``.
+    Durations are held in seconds (the defaults are mailops.returnpath.suppression's)."""
+    threshold: int = Field(3, ge=1, le=1000)
+    window: LongDuration = 7 * 86400
+    expiry: LongDuration = 30 * 86400
+
+
+class ReturnPathSettings(_Model):
+    """mailops_return_path: the mail hosts receive bounces, complaints and reports (absent = off)."""
+    # hex keys, one per line, newest first, >= 16 bytes each; the same on every mail host
+    key: SecretRef
+    subdomain: Annotated[str, PlainValidator(_subdomain)] = "bounces"
+    # where postmaster@, abuse@ and unrecognised mail are forwarded
+    operator_email: EmailAddress
+    soft_bounce: SoftBounceSettings = Field(default_factory=SoftBounceSettings)
 
 
 # --- providers -------------------------------------------------------------
