@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from mailops.dns.kinds import address, dkim, dmarc, mta_sts, mx, parked, ptr, spf, tls_rpt
+from mailops.dns.kinds import address, dkim, dmarc, mta_sts, mx, parked, ptr, return_path, spf, tls_rpt
 from mailops.dns.kinds.address import owning_domain
 from mailops.dns.kinds.dmarc import dmarc_record
 from mailops.dns.kinds.mta_sts import mta_sts_id, mta_sts_policy
@@ -81,6 +81,19 @@ def desired_state(inv, keystore=None, *, now: datetime | None = None,
         records += tls_rpt.records(inv, domain, ttl)
         for record in records:
             state.add(provider, record)
+
+    # Return-path domains (only with mailops_return_path): MX and SPF, one set per shared domain,
+    # published by the provider of the sending domains using it (the inventory check makes it one).
+    for return_domain, senders in sorted(return_path.domains(inv).items()):
+        value = return_path.spf_value(inv, return_domain)
+        lookups = spf_lookups(value, resolve_txt, return_domain)
+        if lookups > SPF_LOOKUP_LIMIT:
+            raise MailopsError(
+                f"return-path domain {return_domain} ({', '.join(senders)}): the SPF record needs {lookups} DNS "
+                f"lookups, more than the limit of {SPF_LOOKUP_LIMIT}; drop includes or list their addresses "
+                "under spf.ip4/ip6")
+        for record in return_path.records(inv, return_domain, ttl):
+            state.add(inv.domains[senders[0]].dns_provider, record)
 
     for domain, settings in sorted(inv.parked_domains.items()):
         for record in parked.records(domain, ttl):

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Callable
 
-from mailops.dns.kinds import dkim, dmarc, mta_sts, mx, ptr, spf, tls_rpt
+from mailops.dns.kinds import dkim, dmarc, mta_sts, mx, ptr, return_path, spf, tls_rpt
 from mailops.dns.kinds.mta_sts import MTA_STS_PATH, PolicyFetchError, fetch_mta_sts_policy, parse_mta_sts_policy
 from mailops.dns.kinds.spf import Lookup, SpfError, SpfEvaluation, parse_spf
 from mailops.dns.records import normalize_name
@@ -48,18 +48,21 @@ SYNC = "run `mailops dns sync --apply`"
 
 # --- per-domain checks ---------------------------------------------------------------
 
-def _mx(inv, view: DnsView, domain: str) -> list[CheckResult]:
+def _mx(inv, view: DnsView, domain: str, *, hosts=None, prefix: str = "") -> list[CheckResult]:
+    """The MX set names the domain's mail hosts (``hosts``, e.g. a return-path domain's; check names
+    then start with ``prefix``) and each target resolves."""
     seen = view.observe(domain, "MX")
+    name = prefix + "mx"
     if seen.values is None:
-        return unanswered(domain, ["mx"], "MX", seen)
+        return unanswered(domain, [name], "MX", seen)
     targets = mx.targets(seen.values)
-    wanted = {h.fqdn for h in inv.hosts_for(domain)}
+    wanted = {h.fqdn for h in (hosts if hosts is not None else inv.hosts_for(domain))}
     if not targets or targets == {""}:
         what = "no MX record" if not targets else "null MX (0 .): the domain accepts no mail"
-        return [failed(GROUP, domain, "mx", what, f"publish MX records for {', '.join(sorted(wanted))}: {SYNC}")]
+        return [failed(GROUP, domain, name, what, f"publish MX records for {', '.join(sorted(wanted))}: {SYNC}")]
     missing = sorted(wanted - targets)
     if missing:
-        return [failed(GROUP, domain, "mx", f"MX targets {', '.join(sorted(targets))} lack {', '.join(missing)}",
+        return [failed(GROUP, domain, name, f"MX targets {', '.join(sorted(targets))} lack {', '.join(missing)}",
                        f"add MX 10 {missing[0]}.: {SYNC}")]
     silent, unresolved = [], []
     for target in sorted(targets):
@@ -69,15 +72,15 @@ def _mx(inv, view: DnsView, domain: str) -> list[CheckResult]:
         elif not any(addrs):
             unresolved.append(target)
     if unresolved:
-        return [failed(GROUP, domain, "mx", f"MX target(s) {', '.join(unresolved)} have no A/AAAA record",
+        return [failed(GROUP, domain, name, f"MX target(s) {', '.join(unresolved)} have no A/AAAA record",
                        f"publish the address of {unresolved[0]} ({SYNC}) or remove it from the MX set")]
     if silent:
-        return [inconclusive(GROUP, domain, "mx", f"no answer for the address of {', '.join(silent)}")]
+        return [inconclusive(GROUP, domain, name, f"no answer for the address of {', '.join(silent)}")]
     extra = sorted(targets - wanted)
     if extra:
-        return [warned(GROUP, domain, "mx", f"extra MX targets not in the inventory: {', '.join(extra)}",
+        return [warned(GROUP, domain, name, f"extra MX targets not in the inventory: {', '.join(extra)}",
                        f"remove them or add their hosts to the domain's hosts: ({SYNC} afterwards)")]
-    return [finish(passed(GROUP, domain, "mx", "MX " + ", ".join(sorted(targets)) + " all resolve"), seen)]
+    return [finish(passed(GROUP, domain, name, "MX " + ", ".join(sorted(targets)) + " all resolve"), seen)]
 
 
 def _sending_addresses(hosts, version: int) -> list[tuple[str, str]]:
@@ -85,27 +88,31 @@ def _sending_addresses(hosts, version: int) -> list[tuple[str, str]]:
     return [(h.name, a) for h in hosts for a in ptr.sending_addresses(h) if ipaddress.ip_address(a).version == version]
 
 
-def _spf(inv, view: DnsView, domain: str) -> list[CheckResult]:
-    hosts = inv.hosts_for(domain)
+def _spf(inv, view: DnsView, domain: str, *, hosts=None, prefix: str = "") -> list[CheckResult]:
+    """One valid SPF record within the lookup limits that passes every sending address of the
+    domain's mail hosts (``hosts``, e.g. a return-path domain's; check names start with ``prefix``)."""
+    hosts = hosts if hosts is not None else inv.hosts_for(domain)
     families = [v for v in (4, 6) if _sending_addresses(hosts, v)]
-    names = ["spf.record", "spf.lookups", "spf.void-lookups"] + [f"spf.authorises-ipv{v}" for v in families]
+    names = [prefix + n for n in ["spf.record", "spf.lookups", "spf.void-lookups"]
+             + [f"spf.authorises-ipv{v}" for v in families]]
     seen = view.observe(domain, "TXT")
     if seen.values is None:
         return unanswered(domain, names, "TXT", seen)
     records = spf.spf_records(seen.values)
     fix = f"publish one valid SPF record: {SYNC}"
     if not records:
-        results = [failed(GROUP, domain, "spf.record", "no SPF record (v=spf1)", fix)]
+        results = [failed(GROUP, domain, prefix + "spf.record", "no SPF record (v=spf1)", fix)]
     elif len(records) > 1:
-        results = [failed(GROUP, domain, "spf.record", f"{len(records)} SPF records: receivers return permerror",
+        results = [failed(GROUP, domain, prefix + "spf.record",
+                          f"{len(records)} SPF records: receivers return permerror",
                           f"merge them into one, then {SYNC} --force")]
     else:
         try:
             notes = parse_spf(records[0]).notes
-            results = [failed(GROUP, domain, "spf.record", "; ".join(notes) + f": {records[0]}", fix) if notes
-                       else passed(GROUP, domain, "spf.record", records[0])]
+            results = [failed(GROUP, domain, prefix + "spf.record", "; ".join(notes) + f": {records[0]}", fix)
+                       if notes else passed(GROUP, domain, prefix + "spf.record", records[0])]
         except SpfError as e:
-            results = [failed(GROUP, domain, "spf.record", f"permerror: {e.reason}: {records[0]}", fix)]
+            results = [failed(GROUP, domain, prefix + "spf.record", f"permerror: {e.reason}: {records[0]}", fix)]
 
     lookup = with_known(view.resolve, {(domain, "TXT"): seen.values})
     walk = SpfEvaluation(lookup)
@@ -115,6 +122,7 @@ def _spf(inv, view: DnsView, domain: str) -> list[CheckResult]:
             ("spf.lookups", walk.lookups, spf.LOOKUP_LIMIT, "replace include:/a/mx terms by ip4:/ip6: ranges"),
             ("spf.void-lookups", walk.voids, spf.VOID_LIMIT, "remove the terms whose names do not exist")):
         detail = f"{count} {name[4:].replace('-', ' ')} (limit {limit}, RFC 7208 4.6.4){stopped}"
+        name = prefix + name
         if result == "temperror":
             results.append(inconclusive(GROUP, domain, name, detail))
         elif count > limit:
@@ -123,7 +131,7 @@ def _spf(inv, view: DnsView, domain: str) -> list[CheckResult]:
             results.append(passed(GROUP, domain, name, detail))
 
     for version in families:
-        name, missing, silent = f"spf.authorises-ipv{version}", [], []
+        name, missing, silent = f"{prefix}spf.authorises-ipv{version}", [], []
         for host, address in _sending_addresses(hosts, version):
             result, reason = SpfEvaluation(lookup, address).run(domain)
             if result == "temperror":
@@ -283,6 +291,14 @@ def _tls_rpt(inv, view: DnsView, domain: str) -> list[CheckResult]:
     return [finish(passed(GROUP, domain, "tls-rpt", found[0]), seen)]
 
 
+def _return_path(inv, view: DnsView, return_domain: str) -> list[CheckResult]:
+    """The return-path domain's MX (the mail hosts of the domains using it) and SPF (their
+    addresses pass), checked like a sending domain's (kinds/return_path publishes them)."""
+    hosts = return_path.hosts(inv, return_domain)
+    return (_mx(inv, view, return_domain, hosts=hosts, prefix="return-path.")
+            + _spf(inv, view, return_domain, hosts=hosts, prefix="return-path."))
+
+
 def _domain_dnsbl(view: DnsView, domain: str, zone: str) -> list[CheckResult]:
     return [dnsbl_check(view, domain, f"dnsbl.{zone}", f"{domain}.{zone}", domain, zone)]
 
@@ -383,6 +399,9 @@ def check_domains(inv, keystore, *, domains: list[str] | None = None, reader: Dn
         if settings.tls_rpt is not None:
             jobs.append(partial(_tls_rpt, inv, view, domain))
         jobs += [partial(_domain_dnsbl, view, domain, zone) for zone in inv.dnsbl.domain_zones]
+    if getattr(inv, "return_path", None) is not None:
+        jobs += [partial(_return_path, inv, view, rp) for rp, senders in sorted(inv.return_path_domains().items())
+                 if set(senders) & set(names)]
     return _run(jobs, workers)
 
 

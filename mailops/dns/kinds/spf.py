@@ -31,12 +31,18 @@ def record(ips4: list[str], ips6: list[str], includes: list[str], all_: str) -> 
     return " ".join(terms)
 
 
-def value(inv, domain: str) -> str:
-    """The domain's SPF record: its mail hosts' addresses and the inventory's spf settings."""
+def authorised(inv, domain: str) -> tuple[list[str], list[str], list[str]]:
+    """(ip4, ip6, include) the domain's SPF record authorises: its mail hosts' addresses and
+    the inventory's spf settings (the return-path domain authorises the same, kinds/return_path)."""
     settings, hosts = inv.domains[domain], inv.hosts_for(domain)
     ips4 = [str(h.ipv4) for h in hosts] + [str(n) for n in settings.spf.ip4]
     ips6 = [str(h.ipv6) for h in hosts if h.ipv6] + [str(n) for n in settings.spf.ip6]
-    return record(ips4, ips6, list(settings.spf.include), settings.spf.all)
+    return ips4, ips6, list(settings.spf.include)
+
+
+def value(inv, domain: str) -> str:
+    """The domain's SPF record: its mail hosts' addresses and the inventory's spf settings."""
+    return record(*authorised(inv, domain), inv.domains[domain].spf.all)
 
 
 def count_lookups(text: str, resolve_txt: Callable[[str], list[str]] | None = None,
