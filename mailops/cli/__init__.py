@@ -15,7 +15,8 @@ def main() -> None:
 
 
 def _register() -> None:
-    from mailops.cli import bounces, demo, dkim, dns, inventory, lab, provision, queue, stats, verify, warmup
+    from mailops.cli import (bounces, demo, dkim, dns, inventory, lab, provision, queue, reports, stats, suppressions,
+                             verify, warmup)
 
     main.add_command(lab.lab)
     main.add_command(provision.provision)
@@ -28,6 +29,8 @@ def _register() -> None:
     main.add_command(bounces.bounces)
     main.add_command(warmup.warmup)
     main.add_command(demo.demo)
+    main.add_command(suppressions.suppressions)
+    main.add_command(reports.reports)
 
 
 _register()

@@ -70,9 +70,10 @@ def read(*, inventory: str, host: str | None = None, since: str | None = None, u
 
 
 def collect(hosts: list[MailHost], *, since: datetime | None = None, until: datetime | None = None,
-            log_file: str | None = None, progress: Progress | None = None, now: datetime | None = None) -> LogStats:
-    """Stream each host's Postfix log through one LogStats."""
-    stats = LogStats(since=since, until=until, now=now)
+            log_file: str | None = None, progress: Progress | None = None, now: datetime | None = None,
+            on_event: Callable | None = None) -> LogStats:
+    """Stream each host's Postfix log through one LogStats (``on_event``: see LogStats)."""
+    stats = LogStats(since=since, until=until, now=now, on_event=on_event)
     for host in hosts:
         with Remote(host) as remote:
             total = None
@@ -87,13 +88,14 @@ def collect(hosts: list[MailHost], *, since: datetime | None = None, until: date
 
 
 def collect_local(path: Path, *, since: datetime | None = None, until: datetime | None = None,
-                  progress: Progress | None = None, now: datetime | None = None) -> LogStats:
+                  progress: Progress | None = None, now: datetime | None = None,
+                  on_event: Callable | None = None) -> LogStats:
     """Parse a log file on this machine (e.g. one copied off a host, or rotated; .gz is
     decompressed). A damaged or truncated .gz is an error naming the file, not a partial result."""
     if not path.is_file():
         what = "is a directory" if path.is_dir() else "not a regular file" if path.exists() else "no such log file"
         raise MailopsError(f"{path}: {what}; give the path of a log file (plain or .gz)")
-    stats = LogStats(since=since, until=until, now=now)
+    stats = LogStats(since=since, until=until, now=now, on_event=on_event)
     compressed = path.suffix == ".gz"
     total = path.stat().st_size
 
