@@ -12,7 +12,7 @@ from typing import Callable
 from mailops.errors import MailopsError
 from mailops.verify.result import CheckResult, inconclusive
 
-GROUPS = ("dns", "server", "security", "send")
+GROUPS = ("dns", "server", "security", "send", "returnpath")
 
 
 @dataclass
@@ -100,7 +100,19 @@ def verify(inventory: Path, *, only: tuple[str, ...] = GROUPS, domains: list[str
         from mailops.verify import send
         return send.check_domains(inv, keystore, domains)
 
-    runners = {"dns": run_dns, "server": run_server, "security": run_security, "send": run_send}
+    def run_returnpath() -> list[CheckResult]:
+        # Without mailops_return_path the group runs only when asked for (--only returnpath): its
+        # report-address probes then only say what the inventory check refuses anyway.
+        if inv.return_path is None and tuple(only) == GROUPS:
+            return []
+        from mailops.dns.sync import DnsReader
+        from mailops.verify import returnpath
+        from mailops.verify.dnsview import QUERY_TIMEOUT, DnsView
+        view = DnsView(DnsReader(inv.dns_resolvers, timeout=QUERY_TIMEOUT))
+        return returnpath.check(inv, resolve=view.resolve, domains=domains)
+
+    runners = {"dns": run_dns, "server": run_server, "security": run_security, "send": run_send,
+               "returnpath": run_returnpath}
     report = VerifyReport()
 
     def timed(group: str) -> tuple[str, list[CheckResult], float]:
