@@ -334,3 +334,21 @@ def test_ssh_runner_command_runs_as_the_service_user():
 def test_no_hosts_is_an_error():
     with pytest.raises(MailopsError, match="no mail hosts"):
         rp.list_suppressions([], rp.LocalRunner({}))
+
+
+def test_a_removal_not_yet_replicated_is_not_listed_as_in_force(world):
+    inv, runner, states = world
+    mta1, mta2 = (h.name for h in inv.hosts)
+    rp.add_suppression(inv.hosts, runner, "gina@example.org")
+    # lifted on mta2 only (as if mta1 had been down): the newest version is the tombstone
+    lst = SuppressionList(str(states[mta2] / hostcli.SUPPRESSIONS), origin=mta2)
+    lst.remove("gina@example.org")
+    lst.close()
+    assert rp.list_suppressions(inv.hosts, runner)["entries"] == []
+    # and an entry one host holds in an older version is missing there
+    rp.add_suppression(inv.hosts, runner, "hank@example.org", detail="first")
+    lst = SuppressionList(str(states[mta1] / hostcli.SUPPRESSIONS), origin=mta1)
+    lst.add("hank@example.org", detail="second")
+    lst.close()
+    (entry,) = rp.list_suppressions(inv.hosts, runner)["entries"]
+    assert (entry["detail"], entry["hosts"], entry["missing"]) == ("second", [mta1], [mta2])

@@ -146,24 +146,32 @@ def _target(target: str) -> str:
 
 def list_suppressions(hosts: list[MailHost], runner: Runner, *, scope: str | None = None,
                       cause: str | None = None) -> dict:
-    """Entries in force on any host, merged (the newest version of each), with the hosts that
-    hold it and the reachable hosts it is ``missing`` on (not yet replicated)."""
+    """Entries in force, merged over the hosts: per (target, scope) the newest version any host
+    holds (tombstones included, so a removal not yet replicated is not shown as in force), the
+    hosts that hold that version, and the reachable hosts it is ``missing`` on (not replicated yet)."""
     _need_hosts(hosts)
-    args = ["list"] + (["--scope", _scope(scope)] if scope is not None else []) + \
+    args = ["list", "--all"] + (["--scope", _scope(scope)] if scope is not None else []) + \
         (["--cause", cause] if cause else [])
     outcome = each_host(hosts, runner, args)
-    merged: dict[tuple[str, str], dict] = {}
-    holders: dict[tuple[str, str], list[str]] = {}
+    newest: dict[tuple[str, str], dict] = {}
+    versions: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
     for host in hosts:
         for entry in outcome.answers.get(host.name) or []:
-            key = (entry["target"], entry["scope"])
-            holders.setdefault(key, []).append(host.name)
-            old = merged.get(key)
-            if old is None or (entry["updated"], entry["origin"]) > (old["updated"], old["origin"]):
-                merged[key] = entry
+            key, version = (entry["target"], entry["scope"]), (entry["updated"], entry["origin"])
+            versions.setdefault(key, {})[host.name] = version
+            old = newest.get(key)
+            if old is None or version > (old["updated"], old["origin"]):
+                newest[key] = entry
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     reachable = [h.name for h in hosts if h.name in outcome.answers]
-    entries = [{**merged[key], "hosts": holders[key], "missing": [h for h in reachable if h not in holders[key]]}
-               for key in sorted(merged)]
+    entries = []
+    for key in sorted(newest):
+        entry = newest[key]
+        if entry["removed"] or (entry["expires"] is not None and entry["expires"] <= now):
+            continue
+        version = (entry["updated"], entry["origin"])
+        holders = [h for h in reachable if versions[key].get(h) == version]
+        entries.append({**entry, "hosts": holders, "missing": [h for h in reachable if h not in holders]})
     return {"entries": entries, "hosts": reachable, "unreachable": outcome.unreachable}
 
 
