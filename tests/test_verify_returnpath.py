@@ -123,7 +123,8 @@ def test_a_refused_report_address_and_a_host_with_another_key_fail_with_the_fix(
 def test_a_temporary_refusal_is_a_failure_too(inv, smtp):
     server = smtp(accept=(), rcpt_code=451)
     got = by_name(vr.check(inv, resolve=dns(), port=server.server_address[1], timeout=5))
-    assert got[("shop.test", "rcpt.dmarc.rua")].status == "fail" and "451" in got[("shop.test", "rcpt.dmarc.rua")].detail
+    rua = got[("shop.test", "rcpt.dmarc.rua")]
+    assert rua.status == "fail" and "451" in rua.detail
 
 
 def test_unreachable_mx_or_no_dns_answer_is_inconclusive_no_mx_fails(inv):
