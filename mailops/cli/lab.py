@@ -93,3 +93,28 @@ def ssh(name: str, command: tuple[str, ...]) -> None:
     """Open an SSH session (or run COMMAND) on lab machine NAME."""
     argv = core.ssh_argv(LabConfig(), name, list(command))
     os.execvp(argv[0], argv)
+
+
+@lab.command()
+@click.option("--since", default="1d", show_default=True,
+              help="Start of the reported period: a time or a span back from now (30m, 2h, 1d).")
+@click.option("--domain", "domains", multiple=True,
+              help="Report only this policy domain (repeatable); a TLS report for it is sent even without sessions.")
+@click.option("--kind", "kinds", type=click.Choice(["dmarc", "tls"]), multiple=True,
+              help="Which reports (default: both).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was sent as JSON.")
+def reports(since: str, domains: tuple[str, ...], kinds: tuple[str, ...], as_json: bool) -> None:
+    """Make the lab receiver send its DMARC aggregate and TLS-RPT reports, as a mailbox provider does."""
+    from mailops.lab import provider_reports
+    from mailops.ops.logtime import parse_since
+
+    start = parse_since(since).timestamp()
+    result = provider_reports.send_reports(LabConfig(), since=start, domains=list(domains) or None,
+                                           kinds=kinds or ("dmarc", "tls"),
+                                           log=(lambda _m: None) if as_json else _log)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for reason in result["skipped"]:
+        _log(f"[yellow]skipped[/yellow] {reason}")
+    console.print(f"{len(result['dmarc'])} DMARC and {len(result['tls'])} TLS report(s) sent by the receiver")

@@ -9,27 +9,48 @@ tests and mailops read it back (the Maildir is on the host's disk, inside the
 machine's root).  Nothing is rejected for failing authentication: the
 receiver reports, tests decide.
 
-Two kinds of address answer the way a real provider's bad days do, so that
-queue, statistics and bounce handling can be tested against real replies:
-``defer-*@inbox.test`` gets ``450 4.2.1`` (try again later) and
-``bounce-*@inbox.test`` gets ``550 5.1.1`` (no such mailbox), at RCPT time.
+Some addresses answer the way a real provider's bad days do, so that queue,
+statistics, bounce and complaint handling can be tested against real replies:
+
+* ``defer-*@inbox.test`` gets ``450 4.2.1`` (try again later) and
+  ``bounce-*@inbox.test`` gets ``550 5.1.1`` (no such mailbox), at RCPT time.
+* ``later-*@inbox.test`` is accepted (``250`` after DATA) and then bounced by
+  Postfix itself: a transport_maps entry sends it to the ``error`` delivery
+  agent with ``5.2.2`` (over quota, as Gmail answers a full mailbox), so the
+  receiver's bounce daemon mails a real RFC 3464 DSN to the envelope sender.
+* ``complain-*@inbox.test`` is delivered into the Maildir like any address, and
+  a copy (recipient_bcc_maps) goes to a pipe transport that runs
+  mailops/lab/feedback_loop.py on the receiver: it answers with an RFC 5965
+  ARF report (Feedback-Type: abuse), sent by the receiver's own Postfix to
+  abuse@ of the message's DKIM d= domain (see that module for why that one).
+
+The receiver's Postfix delivers to other domains (DSNs, complaints, reports)
+with opportunistic TLS and logs each TLS session (to the journal, as Postfix on
+Debian 12 does); OpenDMARC writes its HistoryFile to
+/var/lib/opendmarc/history.dat.  Both are what mailops/lab/provider_reports.py
+builds the receiver's DMARC aggregate and TLS-RPT reports from (`mailops lab
+reports`).
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import os
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
+from mailops.errors import MailopsError
 from mailops.lab.config import MAILBOX_DOMAIN, LabConfig, Machine
 
 MAILDIR = Path("var/mail/vhosts") / MAILBOX_DOMAIN / "Maildir"
 VMAIL_UID = 5000
 DKIM_PORT = 8891
 DMARC_PORT = 8893
+DMARC_HISTORY = "/var/lib/opendmarc/history.dat"     # inside the machine
+FEEDBACK_SCRIPT = "/usr/local/lib/mailops-lab/feedback_loop.py"
 
 
 def _main_cf(cfg: LabConfig, m: Machine) -> str:
@@ -76,13 +97,31 @@ milter_default_action = tempfail
 milter_protocol = 6
 message_size_limit = 52428800
 virtual_mailbox_limit = 0
+
+# accepted, then bounced (later-*); delivered, then complained about (complain-*)
+transport_maps = regexp:/etc/postfix/lab_transport
+recipient_bcc_maps = regexp:/etc/postfix/lab_feedback_bcc
+# what the receiver sends to other domains (DSNs, complaints, reports): opportunistic
+# TLS, each session logged (the lab's TLS-RPT reports are built from the log)
+smtp_tls_security_level = may
+smtp_tls_loglevel = 1
+# accept at RCPT what the transport map bounces later: without this, smtpd rejects an
+# address that resolves to the error agent at once (smtpd_check.c check_rcpt_maps)
+smtpd_reject_unlisted_recipient = no
 """
 
 
-# What a provider answers on a bad day: a temporary deferral and a hard bounce.
+# What a provider answers on a bad day: a temporary deferral and a hard bounce at RCPT,
+# a bounce after accepting (over quota), and a complaint after delivering.
 DEFER_PREFIX, BOUNCE_PREFIX = "defer-", "bounce-"
 DEFER_REPLY = "450 4.2.1 Mailbox temporarily unavailable, try again later"
 BOUNCE_REPLY = "550 5.1.1 Mailbox does not exist"
+LATER_PREFIX, COMPLAIN_PREFIX = "later-", "complain-"
+LATER_STATUS = "5.2.2"
+LATER_REPLY = f"{LATER_STATUS} The email account that you tried to reach is over quota"
+# the complaint copy's address: a domain no DNS answers, routed to the pipe transport
+FEEDBACK_DOMAIN = "feedback-loop.invalid"
+FEEDBACK_TRANSPORT = "lab-feedback"
 
 
 def _recipient_access() -> str:
@@ -92,9 +131,38 @@ def _recipient_access() -> str:
             f"/^{BOUNCE_PREFIX}[^@]*@{domain}$/ {BOUNCE_REPLY}\n")
 
 
-def _master_cf_append() -> str:
-    return ("\npolicyd-spf unix - n n - 0 spawn\n"
-            "  user=policyd-spf argv=/usr/bin/policyd-spf\n")
+def _transport() -> str:
+    domain = MAILBOX_DOMAIN.replace(".", r"\.")
+    feedback = FEEDBACK_DOMAIN.replace(".", r"\.")
+    return ("# mailops lab receiver: accepted at SMTP time, then bounced by the error agent (a real DSN);\n"
+            "# the feedback loop's copies go to the pipe transport that sends the ARF report\n"
+            f"/^{LATER_PREFIX}[^@]*@{domain}$/ error:{LATER_REPLY}\n"
+            f"/@{feedback}$/ {FEEDBACK_TRANSPORT}:\n")
+
+
+def _feedback_bcc() -> str:
+    domain = MAILBOX_DOMAIN.replace(".", r"\.")
+    return ("# mailops lab receiver: complain-* is delivered, and a copy goes to the feedback loop\n"
+            f"/^({COMPLAIN_PREFIX}[^@]*)@{domain}$/ ${{1}}@{FEEDBACK_DOMAIN}\n")
+
+
+MASTER_CF_SERVICES = {
+    "policyd-spf": ("policyd-spf unix - n n - 0 spawn\n"
+                    "  user=policyd-spf argv=/usr/bin/policyd-spf\n"),
+    # one complaint at a time; the script submits the report with sendmail(1)
+    FEEDBACK_TRANSPORT: (f"{FEEDBACK_TRANSPORT} unix - n n - 1 pipe\n"
+                         f"  null_sender= user=nobody argv=/usr/bin/python3 {FEEDBACK_SCRIPT}"
+                         " ${sender} ${recipient} ${client_address} ${queue_id}\n"),
+}
+
+
+def _master_cf(text: str) -> str:
+    """master.cf with the lab's services appended once each."""
+    present = {line.split()[0] for line in text.splitlines() if line.strip() and not line[0] in "# \t"}
+    for name, entry in MASTER_CF_SERVICES.items():
+        if name not in present:
+            text = text.rstrip("\n") + "\n" + entry
+    return text
 
 
 def _opendkim_conf(cfg: LabConfig, m: Machine) -> str:
@@ -129,7 +197,8 @@ SPFIgnoreResults false
 RejectFailures false
 IgnoreAuthenticatedClients true
 RequiredHeaders false
-HistoryFile /run/opendmarc/opendmarc.dat
+# what the lab's DMARC aggregate reports are built from (provider_reports.py)
+HistoryFile {DMARC_HISTORY}
 """
 
 
@@ -151,10 +220,19 @@ def configure_root(cfg: LabConfig, m: Machine, root: Path) -> None:
     """Write the receiving stack's configuration into a machine root before boot."""
     (root / "etc/postfix/main.cf").write_text(_main_cf(cfg, m))
     (root / "etc/postfix/lab_recipient_access").write_text(_recipient_access())
+    (root / "etc/postfix/lab_transport").write_text(_transport())
+    (root / "etc/postfix/lab_feedback_bcc").write_text(_feedback_bcc())
     master = root / "etc/postfix/master.cf"
-    text = master.read_text()
-    if "policyd-spf" not in text:
-        master.write_text(text + _master_cf_append())
+    master.write_text(_master_cf(master.read_text()))
+    script = root / FEEDBACK_SCRIPT.lstrip("/")
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(Path(__file__).with_name("feedback_loop.py").read_text())
+    script.chmod(0o644)
+    history = root / DMARC_HISTORY.lstrip("/")
+    history.parent.mkdir(parents=True, exist_ok=True)
+    uid, gid = _passwd_ids(root, "opendmarc")
+    os.chown(history.parent, uid, gid)
+    history.parent.chmod(0o750)
     (root / "etc/mailname").write_text(m.fqdn + "\n")
     (root / "etc/opendkim.conf").write_text(_opendkim_conf(cfg, m))
     (root / "etc/opendkim").mkdir(exist_ok=True)
@@ -172,9 +250,52 @@ def configure_root(cfg: LabConfig, m: Machine, root: Path) -> None:
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
     for path in [root / "var/mail/vhosts", *[p for p in (root / "var/mail/vhosts").rglob("*")]]:
-        import os
-
         os.chown(path, VMAIL_UID, VMAIL_UID)
+
+
+def _passwd_ids(root: Path, user: str) -> tuple[int, int]:
+    """uid and gid of a user in the machine's own /etc/passwd (not the host's)."""
+    for line in (root / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) > 3 and fields[0] == user:
+            return int(fields[2]), int(fields[3])
+    raise MailopsError(f"the receiver image has no user {user!r} (is its package installed?)")
+
+
+CONFIG_FILES = ("etc/postfix/main.cf", "etc/postfix/master.cf", "etc/postfix/lab_recipient_access",
+                "etc/postfix/lab_transport", "etc/postfix/lab_feedback_bcc", "etc/opendkim.conf",
+                "etc/opendmarc.conf", "etc/postfix-policyd-spf-python/policyd-spf.conf",
+                FEEDBACK_SCRIPT.lstrip("/"))
+
+
+def reconfigure(cfg: LabConfig, m: Machine, running: dict) -> list[str]:
+    """Bring a running receiver's configuration up to date (``lab up`` on a lab that is up).
+
+    Writes what configure_root writes; reloads Postfix and restarts OpenDKIM/OpenDMARC
+    only when their files changed (the Maildir and the queue are kept).  Returns what
+    was reloaded or restarted."""
+    from mailops.lab import machine
+
+    root = Path(running["root"])
+    before = {name: _read(root / name) for name in CONFIG_FILES}
+    configure_root(cfg, m, root)
+    changed = {name for name in CONFIG_FILES if _read(root / name) != before[name]}
+    actions = []
+    if any(name.startswith("etc/postfix/") for name in changed):
+        machine.nsenter(running["leader_pid"], "postfix", "reload", timeout=60)
+        actions.append("postfix reloaded")
+    for service in ("opendkim", "opendmarc"):
+        if f"etc/{service}.conf" in changed:
+            machine.nsenter(running["leader_pid"], "systemctl", "restart", service, timeout=60)
+            actions.append(f"{service} restarted")
+    return actions
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 @dataclass
