@@ -160,6 +160,10 @@ def up(cfg: LabConfig | None = None, vps: int = 1, log: Log = _quiet) -> UpResul
                 _publish_machine(cfg, m)
                 current = state["machines"].get(m.name)
                 if current and machine.is_running(current):
+                    if m.role == "receiver":   # a newer mailops may configure it differently
+                        step = "updating the receiving host's configuration"
+                        for action in receiver.reconfigure(cfg, m, current):
+                            log(f"{m.name}: {action}")
                     continue
                 log(f"booting {m.name} ({m.fqdn}, {m.ipv4}, {m.ipv6})")
                 img = image.image_path(cfg, "receiver" if m.role == "receiver" else "base")
