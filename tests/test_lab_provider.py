@@ -31,17 +31,18 @@ from mailops.returnpath.reports import parse_dmarc
 
 # -- without the lab ----------------------------------------------------------------------------------
 
-# Two messages as OpenDMARC 1.4 writes them to its HistoryFile (keys as opendmarc-import reads them)
+# Messages as OpenDMARC 1.4 on the lab receiver wrote them to its HistoryFile (the first block is
+# copied from the lab; keys as opendmarc-import reads them)
 HISTORY = """job 4dQm2x0Y1Tz9
 reporter mx.inbox.test
 received 1796485800
 ipaddr 198.51.100.1
 from inbox.test
 mfrom inbox.test
-spf 7
 dkim inbox.test t1 0
+spf 7
 pdomain inbox.test
-policy 16
+policy 15
 rua mailto:dmarc@inbox.test
 pct 100
 adkim 114
@@ -50,7 +51,7 @@ p 110
 sp 0
 align_dkim 4
 align_spf 5
-arc 2
+arc 7
 arc_policy 2 json:[]
 action 2
 job 4dQm2x0Y1Tz8
@@ -386,3 +387,26 @@ def test_receiver_bounces_later_complains_and_reports(lab, lab_cfg):
             if tag in str(m.message.get("Subject", "")) or tag in m.recipient or \
                     m.recipient == "abuse@inbox.test" and tag.encode() in _raw(m.path):
                 Path(m.path).unlink(missing_ok=True)
+
+
+@pytest.mark.lab
+def test_rua_outside_the_domain_needs_its_authorisation(lab, lab_cfg):
+    """RFC 7489 7.1: reports for inbox.test go to an address in lab.test only if lab.test says so."""
+    from mailops.lab import core, dns as labdns
+
+    dcfg = core.dns_config(lab_cfg)
+    resolver = pr.Resolver(lab_cfg.gateway_ipv4, dcfg.port)
+    own, other = "dmarc-own@inbox.test", "dmarc@lab.test"
+    labdns.update(dcfg, "inbox.test.", replace=[("_dmarc", "TXT", f"v=DMARC1; p=none; rua=mailto:{own},"
+                                                 f"mailto:{other}!10m", 60)])
+    try:
+        policy, use, refused = pr.dmarc_destinations(resolver, "inbox.test")
+        assert policy["p"] == "none" and use == [own]
+        assert refused == [f"{other}: lab.test does not authorise reports for inbox.test "
+                           "(inbox.test._report._dmarc.lab.test has no v=DMARC1 record)"]
+        labdns.update(dcfg, "lab.test.", replace=[("inbox.test._report._dmarc", "TXT", "v=DMARC1", 60)])
+        assert pr.dmarc_destinations(resolver, "inbox.test")[1:] == ([own, other], [])
+    finally:
+        labdns.update(dcfg, "inbox.test.", delete=[("_dmarc", "TXT")])
+        labdns.update(dcfg, "lab.test.", delete=[("inbox.test._report._dmarc", "TXT")])
+    assert pr.dmarc_destinations(resolver, "inbox.test") == (None, [], [])
