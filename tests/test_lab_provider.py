@@ -246,6 +246,12 @@ def test_complaint_reads_back_with_the_classifier():
         ("abuse", "complain-1@inbox.test", "rp@bounces.shop.test", "198.51.100.11", "shop.test",
          "2026-12-05T15:50:00Z", "<m1@shop.test>")
     assert "header.d=forged.test" not in raw.split(b"message/rfc822")[0].decode()
+    # mail submitted on the receiver itself has no SMTP client: no Source-IP rather than an empty one
+    local = feedback_loop.build_arf(ORIGINAL, mail_from="", rcpt_to="complain-1@inbox.test", source_ip="",
+                                    report_to="abuse@shop.test", reported_domain="shop.test", arrival="now",
+                                    auth_results=[])
+    assert b"Source-IP" not in local and b"Original-Mail-From: <>" in local
+    assert classify(local, "abuse@shop.test", feedback_loop.REPORT_FROM).complaints[0].source_ip is None
 
 
 def test_receiver_configuration_has_the_provider_patterns():

@@ -32,6 +32,7 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import ipaddress
 import subprocess
 import sys
 import time
@@ -126,14 +127,20 @@ def build_arf(original: bytes, *, mail_from: str, rcpt_to: str, source_ip: str, 
     subject = " ".join(str(msg.get("Subject", "")).split())[:200]
     boundary = boundary or f"=_arf_{uuid.uuid4().hex}"
     eight_bit = any(b > 0x7F for b in original)
+    try:
+        source_ip = str(ipaddress.ip_address(source_ip))
+    except ValueError:          # submitted on the receiver itself: no SMTP client to name
+        source_ip = ""
     fields = ["Feedback-Type: abuse", f"User-Agent: {USER_AGENT}", "Version: 1",
               f"Original-Mail-From: <{mail_from}>", f"Original-Rcpt-To: <{rcpt_to}>",
-              f"Arrival-Date: {arrival}", f"Reporting-MTA: dns; {reporter}", f"Source-IP: {source_ip}"]
+              f"Arrival-Date: {arrival}", f"Reporting-MTA: dns; {reporter}"]
+    if source_ip:
+        fields.append(f"Source-IP: {source_ip}")
     if auth_results:
         fields.append(f"Authentication-Results: {reporter}; " + "; ".join(auth_results))
     fields.append(f"Reported-Domain: {reported_domain}")
-    human = (f"This is an email abuse report for an email message received from IP {source_ip} on "
-             f"{arrival}.\nThe recipient <{rcpt_to}> marked it as spam.\n"
+    human = (f"This is an email abuse report for an email message received from "
+             f"{'IP ' + source_ip if source_ip else 'a local sender'} on {arrival}.\nThe recipient <{rcpt_to}> marked it as spam.\n"
              "For more information about this format please see https://www.rfc-editor.org/rfc/rfc5965\n")
     head = [
         f"From: {reporter} Feedback Loop <{report_from}>",
