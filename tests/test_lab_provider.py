@@ -267,8 +267,6 @@ def test_receiver_configuration_has_the_provider_patterns():
 
 # -- on the lab ---------------------------------------------------------------------------------------
 
-COORD_READY = Path("/tmp/mailops-coord/lab-ready")
-
 
 def _raw(path: str) -> bytes:
     return Path(path).read_bytes()
