@@ -216,7 +216,8 @@ LAB_SUBMISSION_USERS = ("alice", "news")
 
 
 def _ensure_lab_secrets(cfg: LabConfig) -> None:
-    """Random passwords for the lab inventory's submission users, 0600, never printed."""
+    """Random passwords for the lab inventory's submission users and the return-path key, 0600,
+    never printed."""
     import secrets as _secrets
 
     sdir = cfg.state_dir / "secrets"
@@ -228,6 +229,12 @@ def _ensure_lab_secrets(cfg: LabConfig) -> None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(_secrets.token_urlsafe(18) + "\n")
+    # the fleet's return-path key (mailops_return_path.key): 32 random bytes, hex
+    path = sdir / "returnpath.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(_secrets.token_hex(32) + "\n")
 
 
 def _record_host_keys(cfg: LabConfig, state: dict) -> None:

@@ -307,7 +307,8 @@ class Maps:
         if answer is None:
             return "DUNNO"
         log(f"refused {recipient[:320]!r} from {sender[:320]!r}: {answer}")
-        return answer
+        # smtpd itself writes "<rcpt>: Recipient address rejected: " before the text
+        return answer.replace(f"<{recipient.strip().lower()}>: ", "", 1)
 
 
 def _printable(text: str) -> str:
