@@ -273,6 +273,43 @@ def test_service_down_submission_tempfails_and_restart_keeps_the_suppression(fle
         fleet.submit(number, fleet.suppressed, "still suppressed after a restart")
 
 
+def test_a_peer_that_was_down_gets_the_suppression_when_it_is_back(fleet):
+    """Replication is mail: with Postfix stopped on the peer, the change waits in the
+    sender's queue and arrives once the peer is back (here: a flush instead of the retry timer)."""
+    down, up = NUMBERS[1], NUMBERS[0]
+    rcpt = f"gone-{uuid.uuid4().hex[:8]}@inbox.test"
+    fleet.ssh(down, "systemctl stop postfix")
+    try:
+        fleet.ssh(up, f"runuser -u mailops-rp -- env PYTHONPATH={CODE} python3 -m mailops.returnpath.hostcli "
+                      f"--origin {fqdn(up)} add {rcpt} --cause manual --detail 'peer down test'")
+        fleet.ssh(up, f"runuser -u mailops-rp -- env PYTHONPATH={CODE} python3 -m mailops.returnpath.receive --push "
+                      "--config /etc/mailops/returnpath.json --key-file /etc/mailops/returnpath.keys "
+                      "--suppressions /var/lib/mailops-returnpath/suppressions.sqlite3")
+        deadline = time.monotonic() + 30
+        while "mailops-sync@" + fqdn(down) not in fleet.ssh(up, "postqueue -p") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "mailops-sync@" + fqdn(down) in fleet.ssh(up, "postqueue -p"), "the change is not queued for the peer"
+    finally:
+        fleet.ssh(down, "systemctl start postfix")
+    started = time.monotonic()
+    fleet.ssh(up, "postqueue -f")
+    while time.monotonic() - started < SYNC_LIMIT:
+        if any(e.get("target") == rcpt for e in fleet.suppressions(down)):
+            break
+        time.sleep(0.5)
+    print(f"\n{fqdn(down)} back: {rcpt} suppressed there {time.monotonic() - started:.1f} s after the flush")
+    assert any(e.get("target") == rcpt for e in fleet.suppressions(down)), "the queued change never arrived"
+
+
+def test_the_shipped_checks_pass(fleet):
+    for number in NUMBERS:
+        proc = subprocess.run([str(VENV_BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
+                               "mailops.checks.test_returnpath", f"--hosts=ansible://{fqdn(number)}",
+                               f"--ansible-inventory={fleet.inv}"], cwd="/", capture_output=True, text=True,
+                              timeout=300, env=venv_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
+        assert proc.returncode == 0 and " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-3000:]
+
+
 def test_second_converge_changes_nothing_and_keeps_the_state(fleet):
     out, changed = fleet.converge()
     assert changed == {fqdn(n): 0 for n in NUMBERS}, changed_tasks(out)
