@@ -24,7 +24,7 @@ pytestmark = pytest.mark.lab
 ENV = dict(os.environ, COLUMNS="250", TERM="dumb")
 STEPS = ("lab up", "ssh into a fresh VPS", "resolve through the lab DNS", "deliver to the receiving host",
          "generate DKIM keys", "publish DNS records (dns sync)", "provision new-vps mta1.shop.test",
-         "mailops verify", "live send on 587 with AUTH")
+         "mailops verify", "live send on 587 with AUTH", "the return path: a bounce suppresses")
 
 
 def _demo() -> subprocess.CompletedProcess:
@@ -64,6 +64,9 @@ def test_demo_runs_every_step_and_shows_the_authentication_results(runs):
     for verdict in ("dkim=pass", "spf=pass", "dmarc=pass"):
         assert verdict in joined, joined
     assert "mailops lab down" in first.stdout
+    loop = rows["the return path: a bounce suppresses"]
+    assert "suppressed it (hard-bounce)" in loop and "the next submission was refused" in loop, loop
+    assert re.search(r"refused: .*5\.\d+\.\d+ .*suppressed", first.stdout), first.stdout[-3000:]
 
 
 def test_every_step_has_its_time(runs):

@@ -64,18 +64,17 @@ def test_shared_override_and_soft_bounce(inv):
 
 def test_off_is_the_default(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = copy_inventory(tmp_path / "inv", settings=lambda d: [d["mailops_domains"]["shop.test"].pop(k)
-                                                                 for k in ("dmarc", "tls_rpt")])
+    path = copy_inventory(tmp_path / "inv", settings=lambda d: (
+        d.pop("mailops_return_path"), [d["mailops_domains"]["shop.test"].pop(k) for k in ("dmarc", "tls_rpt")]))
     loaded = load(path)
     assert loaded.return_path is None and loaded.return_path_domain("shop.test") is None
     assert loaded.return_path_domains() == {}
 
 
 def test_report_address_in_mailops_domain_refused_without_return_path(tmp_path, monkeypatch):
-    # the refusal is switched on by the integrator together with the lab inventory's return path
-    monkeypatch.setattr("mailops.inventory.checker.REFUSE_UNACCEPTED_REPORT_ADDRESSES", True)
     monkeypatch.chdir(tmp_path)
-    path = copy_inventory(tmp_path / "inv", settings=lambda d: d["mailops_domains"]["shop.test"].update(
+    path = copy_inventory(tmp_path / "inv", settings=lambda d: d.pop("mailops_return_path") and d[
+        "mailops_domains"]["shop.test"].update(
         {"dmarc": {"rua": ["mailto:reports@elsewhere.test", "mailto:dmarc@shop.test!10m"],
                    "ruf": ["mailto:ruf@news.test"]},
          "tls_rpt": {"rua": ["https://tlsrpt.elsewhere.test/r"]}}))
@@ -129,7 +128,7 @@ def test_bad_settings_one_line(inv, case):
 def test_return_path_without_global_block(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = copy_inventory(tmp_path / "inv", settings=lambda d: (
-        d["mailops_domains"]["news.test"].update(return_path="rp.news.test"),
+        d.pop("mailops_return_path"), d["mailops_domains"]["news.test"].update(return_path="rp.news.test"),
         [d["mailops_domains"]["shop.test"].pop(k) for k in ("dmarc", "tls_rpt")]))
     (p,) = check_inventory(path)
     assert p.field == 'mailops_domains["news.test"].return_path' and "mailops_return_path is not set" in p.message

@@ -240,7 +240,9 @@ def test_lab_inventory_renders_transports_and_policy(tmp_path):
     assert got["main"]["rl_outlook_com_destination_rate_delay"] == "2s"  # max(2s, 60/30)
     assert got["main"]["smtpd_policy_service_timeout"] == "10s"
     assert [s["service"] for s in got["services"]] == ["rl_gmail_com", "rl_outlook_com"]
-    assert got["submission"] == ["check_policy_service", "inet:127.0.0.1:10031", "permit_sasl_authenticated", "reject"]
+    # the lab has the return path on: its suppression check comes first
+    assert got["submission"] == ["mailops_suppression", "check_policy_service", "inet:127.0.0.1:10031",
+                                 "permit_sasl_authenticated", "reject"]
     assert got["eod"] == {"smtpd_end_of_data_restrictions": ["check_policy_service", "inet:127.0.0.1:10031"]}
     assert got["enabled"] is True
     config = policyd.Config(got["config"])
@@ -250,7 +252,7 @@ def test_lab_inventory_renders_transports_and_policy(tmp_path):
 
 
 def test_inventory_without_limits_renders_nothing(tmp_path):
-    inv = copy_inventory(tmp_path / "inv")
+    inv = copy_inventory(tmp_path / "inv", settings=lambda d: d.pop("mailops_return_path"))
     path = inv / SETTINGS
     path.write_text(path.read_text().split("mailops_rate_limits:")[0])
     got = _render(inv, tmp_path)

@@ -53,7 +53,7 @@ def test_verify_is_all_green_on_the_converged_lab(provisioned, tmp_path):
     assert report["counts"]["fail"] == 0 and report["counts"]["inconclusive"] == 0, \
         [r for r in report["results"] if r["status"] != "pass"]
     groups = {r["group"] for r in report["results"]}
-    assert groups == {"dns", "server", "security", "send"}
+    assert groups == {"dns", "server", "security", "send", "returnpath"}
     names = {r["name"] for r in report["results"]}
     for expected in ("spf.authorises-ipv6", "live-send", "receiver.dkim", "dkim.independent", "fcrdns.ipv6"):
         assert expected in names, sorted(names)

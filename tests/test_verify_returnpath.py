@@ -163,8 +163,9 @@ def test_report_address_outside_the_inventory_gets_a_different_fix(inv, smtp):
 def test_runner_runs_the_group_when_asked_even_with_the_return_path_off(tmp_path, monkeypatch):
     from mailops.verify import runner
     monkeypatch.chdir(tmp_path)
-    path = copy_inventory(tmp_path / "off", settings=lambda d: d.__setitem__("mailops_dkim_keystore",
-                                                                             str(tmp_path / "keys")))
+    path = copy_inventory(tmp_path / "off", settings=lambda d: (
+        d.pop("mailops_return_path"), [d["mailops_domains"]["shop.test"].pop(k) for k in ("dmarc", "tls_rpt")],
+        d.__setitem__("mailops_dkim_keystore", str(tmp_path / "keys"))))
     called = []
     monkeypatch.setattr(vr, "check", lambda inv, **kw: called.append((inv.return_path, kw["domains"])) or [])
     assert "returnpath" in runner.GROUPS

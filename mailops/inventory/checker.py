@@ -34,10 +34,6 @@ def _git_roots(inventory: Path) -> list[tuple[Path, str]]:
     return roots
 
 
-# Off until the lab inventory turns the return path on (its rua/TLS-RPT addresses are in shop.test).
-REFUSE_UNACCEPTED_REPORT_ADDRESSES = False
-
-
 def _norm_domain(name: Any) -> str | None:
     try:
         return m.dns_name(name)
@@ -257,8 +253,7 @@ class Checker:
                     self.out.at(domains_var.src, domains_var.path + (key, "return_path"),
                                 "has no effect: mailops_return_path is not set; set mailops_return_path in "
                                 "group_vars/all or remove return_path")
-                if REFUSE_UNACCEPTED_REPORT_ADDRESSES:
-                    self._unaccepted_report_addresses(domains_var, key, dom, domains)
+                self._unaccepted_report_addresses(domains_var, key, dom, domains)
                 continue
             rp = dom.return_path or f"{settings.subdomain}.{name}"
             where = domains_var.path + ((key, "return_path") if dom.return_path else (key,))
@@ -268,7 +263,9 @@ class Checker:
                             "domain itself; use a subdomain of its own, e.g. bounces." + (name or ""))
                 continue
             zones = getattr(providers.get(dom.dns_provider), "zones", None)
-            if zones and not any(rp == z or rp.endswith("." + z) for z in zones):
+            in_zones = lambda d: any(d == z or d.endswith("." + z) for z in zones)  # noqa: E731
+            # a sending domain outside the zones is its own problem; its return path would only repeat it
+            if zones and in_zones(name) and not in_zones(rp):
                 self.out.at(domains_var.src, where, f"{what} is outside the zones of provider "
                             f"{dom.dns_provider!r} ({', '.join(zones)}); add its zone to zones: or choose "
                             "another return_path")

@@ -2,8 +2,9 @@
 
 It brings the lab up, proves each part answers (SSH into a VPS, a lab DNS
 record, a message into the receiving host), generates DKIM keys, publishes the
-records with `dns sync`, provisions a fresh VPS, runs `mailops verify` and
-shows a live message's Authentication-Results.
+records with `dns sync`, provisions a fresh VPS, runs `mailops verify`, shows a
+live message's Authentication-Results, and closes the return path once: a
+message the receiver bounces later suppresses its recipient.
 """
 
 from __future__ import annotations
@@ -169,6 +170,39 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
                 "spf=pass, dmarc=pass",
                 [f"Authentication-Results: {h}" for h in msg.authentication_results])
 
+    def return_path() -> str:
+        from mailops import livesend
+        from mailops.inventory import load
+        from mailops.lab import acme
+        from mailops.ops import returnpath
+
+        inv = load(_inventory())
+        host, user = inv.hosts[0], inv.submission_users[0]
+        # the lab receiver accepts later-*@ and then bounces it (over quota), as Gmail does
+        rcpt = f"later-demo-{uuid.uuid4().hex[:8]}@{MAILBOX_DOMAIN}"
+        submit = dict(server=str(host.ipv4), server_name=host.fqdn, login=user.login,
+                      password=inv.secret(user.password), sender=user.login, recipient=rcpt,
+                      cadata="\n".join(acme.issuing_roots(core.acme_config(cfg))))
+        t = time.monotonic()
+        livesend.submit(subject="mailops demo: bounces later", **submit)
+        runner, entry = returnpath.runner_for(inv), None
+        while entry is None and time.monotonic() - t < 60:
+            time.sleep(1)
+            entries = returnpath.list_suppressions(inv.hosts, runner)["entries"]
+            entry = next((e for e in entries if e["target"] == rcpt), None)
+        if entry is None:
+            raise MailopsError(f"{rcpt} was not suppressed within 60 s of its submission")
+        took = time.monotonic() - t
+        try:
+            livesend.submit(subject="mailops demo: must be refused", **submit)
+        except MailopsError as exc:
+            refused = str(exc).split("submission failed: ", 1)[-1]
+        else:
+            raise MailopsError(f"{rcpt} is suppressed, but the next submission to it was accepted")
+        return (f"{rcpt}: accepted, bounced later by the receiver, the DSN came back to the return path and "
+                f"suppressed it ({entry['cause']}) in {took:.1f}s; the next submission was refused",
+                [f"refused: {refused[:300]}"])
+
     def verify() -> str:
         from mailops.verify.runner import verify as run_verify
 
@@ -190,6 +224,7 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
     step("provision new-vps mta1.shop.test", provision)
     step("mailops verify", verify)
     step("live send on 587 with AUTH", live_send)
+    step("the return path: a bounce suppresses", return_path)
     return results
 
 
