@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from mailops.lab import feedback_loop, provider_reports as pr, receiver
+from mailops.lab import dmarc_reports as dr, feedback_loop, provider_reports as pr, receiver, tls_reports as tr
 from mailops.returnpath.classifier import classify
 from mailops.returnpath.events import BOUNCE, COMPLAINT, DMARC, HARD, TLSRPT
 from mailops.returnpath.reports import parse_dmarc
@@ -99,15 +99,15 @@ action 4
 
 
 def test_history_becomes_one_record_per_source_and_result_set():
-    entries = pr.parse_history(HISTORY)
+    entries = dr.parse_history(HISTORY)
     assert [e.job for e in entries] == ["4dQm2x0Y1Tz9", "4dQm2x0Y1Tz8", "4dQm2x0Y1Tz7", "4dQm2x0Y1Tz6"]
-    inbox = pr.dmarc_records([e for e in entries if e.pdomain == "inbox.test"])
+    inbox = dr.dmarc_records([e for e in entries if e.pdomain == "inbox.test"])
     assert [(r["source_ip"], r["count"], r["dkim"], r["spf"]) for r in inbox] == [
         ("198.51.100.1", 2, "pass", "fail"), ("198.51.100.1", 1, "fail", "fail")]
     assert inbox[0]["dkim_results"] == [{"domain": "inbox.test", "selector": "t1", "result": "pass"}]
     assert inbox[1]["dkim_results"] == []
     assert inbox[0]["spf_result"] == {"domain": "inbox.test", "scope": "mfrom", "result": "fail"}
-    shop = pr.dmarc_records([e for e in entries if e.pdomain == "shop.test"])
+    shop = dr.dmarc_records([e for e in entries if e.pdomain == "shop.test"])
     assert shop == [{"source_ip": "2001:db8:51::11", "count": 1, "disposition": "quarantine", "dkim": "fail",
                      "spf": "pass", "header_from": "shop.test", "envelope_from": "bounces.shop.test",
                      "dkim_results": [{"domain": "shop.test", "selector": "s2026", "result": "fail"}],
@@ -116,28 +116,28 @@ def test_history_becomes_one_record_per_source_and_result_set():
 
 def test_history_skips_broken_lines_and_local_submissions():
     text = "garbage before any job\njob A\nreceived soon\nipaddr 127.0.0.1x\nfrom a.test\n\njob B\n"
-    entries = pr.parse_history(text)
+    entries = dr.parse_history(text)
     assert [(e.job, e.received) for e in entries] == [("A", 0), ("B", 0)]
-    assert pr.dmarc_records(entries) == []      # no IP address: nothing to report
+    assert dr.dmarc_records(entries) == []      # no IP address: nothing to report
 
 
 def test_dmarc_report_reads_back_with_the_classifier():
-    records = pr.dmarc_records(pr.parse_history(HISTORY)[:3])
-    xml = pr.dmarc_xml(report_id="1796490000.abc", begin=1796400000, end=1796490000, policy_domain="inbox.test",
+    records = dr.dmarc_records(dr.parse_history(HISTORY)[:3])
+    xml = dr.dmarc_xml(report_id="1796490000.abc", begin=1796400000, end=1796490000, policy_domain="inbox.test",
                        policy={"v": "DMARC1", "p": "none", "rua": "mailto:dmarc@inbox.test"}, records=records)
     report = parse_dmarc(xml)
     assert (report.org_name, report.report_id, report.begin, report.end) == \
         ("inbox.test", "1796490000.abc", 1796400000, 1796490000)
     assert report.policy == {"domain": "inbox.test", "adkim": "r", "aspf": "r", "p": "none", "sp": "none",
                              "pct": "100"}
-    raw = pr.dmarc_message(domain="inbox.test", report_id="1796490000.abc", begin=1796400000, end=1796490000,
+    raw = dr.dmarc_message(domain="inbox.test", report_id="1796490000.abc", begin=1796400000, end=1796490000,
                            xml=xml, to=["dmarc@inbox.test"])
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     attachment = next(msg.iter_attachments())
     assert attachment.get_content_type() == "application/gzip"
     assert attachment.get_filename() == "inbox.test!inbox.test!1796400000!1796490000.xml.gz"
     assert gzip.decompress(attachment.get_content()) == xml
-    event = classify(raw, "dmarc@inbox.test", pr.DMARC_FROM)
+    event = classify(raw, "dmarc@inbox.test", dr.DMARC_FROM)
     assert event.kind == DMARC, event.reason
     rows = event.dmarc[0].rows
     assert [(r.source_ip, r.count, r.dkim, r.spf, r.disposition) for r in rows] == [
@@ -159,7 +159,7 @@ Dec  5 15:50:05 mx postfix/virtual[104]: 4dQm2x0Y1T06: to=<a@inbox.test>, relay=
 
 
 def test_tls_sessions_from_the_postfix_log():
-    sessions = pr.tls_sessions(MAIL_LOG.splitlines(), year=2026)
+    sessions = tr.tls_sessions(MAIL_LOG.splitlines(), year=2026)
     assert [(s.domain, s.mx_host, s.ip, s.result) for s in sessions] == [
         ("bounces.shop.test", "mta1.shop.test", "198.51.100.11", "success"),          # conn_use=2 is not new
         ("bounces.shop.test", "mta2.shop.test", "2001:db8:51::12", "validation-failure"),
@@ -168,17 +168,17 @@ def test_tls_sessions_from_the_postfix_log():
     assert sessions[0].time == datetime(2026, 12, 5, 15, 50, tzinfo=timezone.utc).timestamp()
     # the same lines as `journalctl -o short-iso` prints them
     journal = ["2026-12-05T15:50:00+0000 mx " + line.split(" mx ", 1)[1] for line in MAIL_LOG.splitlines()]
-    assert [(s.domain, s.ip, s.result) for s in pr.tls_sessions(journal)] == \
+    assert [(s.domain, s.ip, s.result) for s in tr.tls_sessions(journal)] == \
         [(s.domain, s.ip, s.result) for s in sessions]
 
 
 def test_tls_report_reads_back_with_the_classifier():
-    sessions = [s for s in pr.tls_sessions(MAIL_LOG.splitlines(), year=2026) if s.domain == "bounces.shop.test"]
-    report = pr.tlsrpt_json(report_id="r-1", begin=1796400000, end=1796490000, policy_domain="bounces.shop.test",
+    sessions = [s for s in tr.tls_sessions(MAIL_LOG.splitlines(), year=2026) if s.domain == "bounces.shop.test"]
+    report = tr.tlsrpt_json(report_id="r-1", begin=1796400000, end=1796490000, policy_domain="bounces.shop.test",
                             sessions=sessions, sending_ips=("198.51.100.2", "2001:db8:51::2"))
     doc = json.loads(report)
     assert doc["date-range"] == {"start-datetime": "2026-12-04T16:00:00Z", "end-datetime": "2026-12-05T17:00:00Z"}
-    raw = pr.tlsrpt_message(domain="bounces.shop.test", report_id="r-1", begin=1796400000, end=1796490000,
+    raw = tr.tlsrpt_message(domain="bounces.shop.test", report_id="r-1", begin=1796400000, end=1796490000,
                             report=report, to=["tls@shop.test"])
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert msg.get_content_type() == "multipart/report" and msg.get_param("report-type") == "tlsrpt"
@@ -186,7 +186,7 @@ def test_tls_report_reads_back_with_the_classifier():
     part = next(msg.iter_attachments())
     assert part.get_content_type() == "application/tlsrpt+gzip"
     assert part.get_filename() == "inbox.test!bounces.shop.test!1796400000!1796490000!r-1.json.gz"
-    event = classify(raw, "tls@shop.test", pr.TLSRPT_FROM)
+    event = classify(raw, "tls@shop.test", tr.TLSRPT_FROM)
     assert event.kind == TLSRPT, event.reason
     policy = event.tls[0].policies[0]
     assert (policy.policy_type, policy.policy_domain, policy.successful_sessions, policy.failed_sessions) == \
@@ -363,7 +363,7 @@ def test_receiver_bounces_later_complains_and_reports(lab, lab_cfg):
 
         dmarc_mail = _wait(root, lambda m: m.recipient == rua)
         assert dmarc_mail, f"no DMARC report arrived at {rua}"
-        event = classify(_raw(dmarc_mail[0].path), rua, pr.DMARC_FROM)
+        event = classify(_raw(dmarc_mail[0].path), rua, dr.DMARC_FROM)
         assert event.kind == DMARC, event.reason
         report = event.dmarc[0]
         assert report.domain == "inbox.test" and report.policy["p"] == "none"
@@ -379,7 +379,7 @@ def test_receiver_bounces_later_complains_and_reports(lab, lab_cfg):
 
         tls_mail = _wait(root, lambda m: m.recipient == tls_rua)
         assert tls_mail, f"no TLS report arrived at {tls_rua}"
-        event = classify(_raw(tls_mail[0].path), tls_rua, pr.TLSRPT_FROM)
+        event = classify(_raw(tls_mail[0].path), tls_rua, tr.TLSRPT_FROM)
         assert event.kind == TLSRPT, event.reason
         policy = event.tls[0].policies[0]
         # every message of this test was delivered locally: no outbound session to inbox.test's MX

@@ -17,8 +17,8 @@ import pytest
 from mailops.errors import MailopsError
 from mailops.returnpath import address
 from mailops.returnpath.receive import (EX_OK, EX_TEMPFAIL, Outbox, main, push_pending, read_sync, sync_message)
-from mailops.returnpath.socketmap import (POLICY_DEFER, ProtocolError, Server, load_settings, netstring,
-                                          read_netstring, settings_from)
+from mailops.returnpath.settings import load_settings, settings_from
+from mailops.returnpath.socketmap import POLICY_DEFER, ProtocolError, Server, netstring, read_netstring
 from mailops.returnpath.store import EventStore
 from mailops.returnpath.suppression import SuppressionList
 from tests.test_returnpath_messages import dsn

@@ -53,7 +53,7 @@ from mailops.errors import MailopsError
 from mailops.returnpath.address import MIN_KEY_BYTES, TokenTable
 from mailops.returnpath.classifier import classify
 from mailops.returnpath.events import FORWARD, UNPARSED, Classified
-from mailops.returnpath.socketmap import Settings, load_settings
+from mailops.returnpath.settings import Settings, load_settings
 from mailops.returnpath.store import EventStore
 from mailops.returnpath.suppression import (Entry, EntryError, SuppressionList, entry_from_mapping, parse_time,
                                             stamp)
