@@ -324,7 +324,8 @@ def test_resolve_refuses_inline_without_echo():
 
 # --- CLI -------------------------------------------------------------------------
 
-def test_cli_ok_on_lab(monkeypatch):
+@pytest.mark.lab  # `inventory check` resolves the lab's secret files (made by `lab up`)
+def test_cli_ok_on_lab(lab, monkeypatch):
     from mailops.cli.inventory import inventory
     monkeypatch.chdir(REPO)
     result = CliRunner().invoke(inventory, ["check", "lab"])

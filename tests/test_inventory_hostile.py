@@ -90,7 +90,8 @@ def test_oversized_vars_file_is_refused(inv):
     assert lines[0].startswith(f"{big}: (file): ") and "larger than 1 MiB" in lines[0]
 
 
-def test_file_just_under_the_cap_is_read(inv):
+@pytest.mark.lab  # the copy's other secrets are the lab's own files (made by `lab up`)
+def test_file_just_under_the_cap_is_read(lab, inv):
     (inv / "group_vars" / "mailhosts.yml").write_text("# padding\n" * 100_000 + "mailops_ipv6_ptr: true\n")
     proc = mailops("inventory", "check", str(inv), check=False, timeout=TIMEOUT)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
@@ -112,7 +113,8 @@ def _hostile_secrets(inv: Path, target: Path | str) -> None:
     ("fifo", "is not a regular file (a FIFO)"),
     ("big", "is larger than 64 KiB"),
 ])
-def test_secret_file_must_be_a_small_regular_file(inv, tmp_path, target, words):
+@pytest.mark.lab  # the copy's other secrets are the lab's own files (made by `lab up`)
+def test_secret_file_must_be_a_small_regular_file(lab, inv, tmp_path, target, words):
     if target == "fifo":
         target = tmp_path / "token.fifo"
         os.mkfifo(target)
@@ -174,6 +176,26 @@ def test_api_url_needs_a_valid_host(inv, url):
     assert len(problems) == 1 and "api_base_url: " in problems[0] and "has no valid host" in problems[0], problems
 
 
+@pytest.mark.lab  # a clean check resolves the lab's secret files (made by `lab up`)
 @pytest.mark.parametrize("url", ["http://localhost:8787/v4", "http://[2001:db8::1]:8787/v4", "https://api.cf.test/v4"])
-def test_api_url_with_a_valid_host_passes(inv, url):
+def test_api_url_with_a_valid_host_passes(lab, inv, url):
     assert _problems_after(inv, SETTINGS, "api_base_url: http://198.51.100.1:8787/client/v4", f"api_base_url: {url}") == []
+
+
+@pytest.mark.lab  # the copy's other secrets are the lab's own files (made by `lab up`)
+@pytest.mark.parametrize("ref, words", [
+    ("{env: MAILOPS_SURELY_UNSET}", "environment variable MAILOPS_SURELY_UNSET is not set"),
+    ("{file: $MAILOPS_UNSET_DIR/token}", "$MAILOPS_UNSET_DIR/token does not exist"),
+    ("{file: empty.token}", "is empty; write the secret into it"),
+], ids=["unset variable", "unset directory variable", "empty file"])
+def test_check_resolves_every_secret_as_dns_plan_would(lab, inv, ref, words):
+    """`inventory check` said OK for a secret that `dns plan` then refused; both name file and field."""
+    (inv / "empty.token").write_text("")
+    (inv / "empty.token").chmod(0o600)
+    old = "api_token: {file: /var/lib/mailops/lab/cloudflare/token}"
+    [problem] = _problems_after(inv, SETTINGS, old, f"api_token: {ref}")
+    assert 'mailops_dns_providers.lab-cloudflare.api_token: secret ' in problem and words in problem, problem
+    assert problem.startswith(f"{inv.name}/{SETTINGS}:") or f"/{SETTINGS}:" in problem, problem
+    plan = mailops("dns", "plan", "-i", str(inv), check=False, timeout=TIMEOUT)
+    assert plan.returncode != 0 and problem.split(": ", 1)[1] in plan.stderr + plan.stdout, plan.stderr
+    assert "Traceback" not in plan.stderr

@@ -23,8 +23,9 @@ def _on(key_file: str = "returnpath.key", **extra):
 
 
 @pytest.fixture
-def inv(tmp_path, monkeypatch):
-    """The lab inventory with the return path on and a good key file at inv/returnpath.key."""
+def inv(lab, tmp_path, monkeypatch):
+    """The lab inventory with the return path on and a good key file at inv/returnpath.key (its
+    other secrets are the lab's own files, made by `lab up`: the tests that use it are marked lab)."""
     monkeypatch.chdir(tmp_path)
     path = copy_inventory(tmp_path / "inv", settings=_on())
     key = path / "returnpath.key"
@@ -38,6 +39,7 @@ def _edit(inv: Path, edit) -> None:
     edit_yaml(inv / MAILOPS, edit)
 
 
+@pytest.mark.lab  # inv: the lab inventory, whose other secrets `lab up` makes
 def test_on_loads_with_defaults_and_domains(inv):
     loaded = load(inv)
     rp = loaded.return_path
@@ -49,6 +51,7 @@ def test_on_loads_with_defaults_and_domains(inv):
     assert check_inventory(inv) == []
 
 
+@pytest.mark.lab  # inv: the lab inventory, whose other secrets `lab up` makes
 def test_shared_override_and_soft_bounce(inv):
     def edit(data):
         data["mailops_return_path"]["subdomain"] = "rp"
@@ -114,6 +117,7 @@ CASES = {
 }
 
 
+@pytest.mark.lab  # inv: the lab inventory, whose other secrets `lab up` makes
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_settings_one_line(inv, case):
     edit, field, text = CASES[case]
@@ -144,6 +148,7 @@ KEY_CASES = {
 }
 
 
+@pytest.mark.lab  # inv: the lab inventory, whose other secrets `lab up` makes
 @pytest.mark.parametrize("case", list(KEY_CASES))
 def test_key_content_checked_never_shown(inv, case):
     content, mode, text = KEY_CASES[case]
@@ -160,6 +165,7 @@ def test_key_content_checked_never_shown(inv, case):
     assert KEY not in str(p) and "not-hex" not in str(p) and "00112233" not in str(p)
 
 
+@pytest.mark.lab  # inv: the lab inventory, whose other secrets `lab up` makes
 def test_env_key(inv, monkeypatch):
     _edit(inv, lambda d: d["mailops_return_path"].update(key={"env": "MAILOPS_TEST_RP_KEY"}))
     monkeypatch.delenv("MAILOPS_TEST_RP_KEY", raising=False)
@@ -172,6 +178,7 @@ def test_env_key(inv, monkeypatch):
     assert check_inventory(inv) == []
 
 
+@pytest.mark.lab  # inv: the lab inventory, whose other secrets `lab up` makes
 def test_cli_check_resolves_the_key(inv):
     proc = mailops("inventory", "check", str(inv), check=False)
     assert proc.returncode == 0, proc.stderr + proc.stdout

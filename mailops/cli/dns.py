@@ -13,6 +13,9 @@ from mailops.cli.base import MailopsGroup, inventory_option
 from mailops.dkim.store import KeyStore
 from mailops.dns.plan import DEFAULT_THRESHOLD
 from mailops.dns.sync import Plan, make_plan, sync_inventory
+
+# dns commands resolve their providers' secrets while loading, so a bad one is named at its field
+DNS_SECRETS = ("mailops_dns_providers", "mailops_reverse_dns_providers")
 from mailops.inventory import load
 
 EXIT_PENDING = 2
@@ -86,7 +89,7 @@ def dns() -> None:
 @_with_plan_options
 def plan_cmd(inventory_name: str, as_json: bool, force: bool, threshold: float, check: bool) -> None:
     """Show what `dns sync` would create, update and delete, per zone."""
-    inv = load(inventory_name)
+    inv = load(inventory_name, secrets=DNS_SECRETS)
     plan, _ = make_plan(inv, KeyStore.for_inventory(inv), force=force, threshold=threshold)
     if as_json:
         click.echo(json.dumps(plan.to_dict(), indent=2))
@@ -108,7 +111,7 @@ def sync_cmd(inventory_name: str, as_json: bool, force: bool, threshold: float, 
             return do_apply
         return click.confirm(f"Apply {plan.pending} change(s)?", default=False)
 
-    inv = load(inventory_name)
+    inv = load(inventory_name, secrets=DNS_SECRETS)
     result = sync_inventory(inv, KeyStore.for_inventory(inv), force=force, threshold=threshold, confirm=confirm,
                             on_plan=(lambda plan: None) if as_json else (lambda plan: show_plan(plan, console)),
                             on_step=lambda step: console.print(f"applying {step}"))

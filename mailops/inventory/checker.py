@@ -289,6 +289,30 @@ class Checker:
                         f"{address} is in a mailops domain, but nothing would accept it; set "
                         "mailops_return_path or use an address outside the mailops domains")
 
+    def secret_references(self, gvals: dict[str, Any], gdefs: dict[str, Var], only: tuple[str, ...] | None) -> None:
+        """Resolve every secret reference (of the variables in ``only``, or all), never showing a
+        value: an unset variable, a missing, empty or unreadable file is a problem at its field.
+        (The return-path key, whose content is checked too: :meth:`return_path_key`.)"""
+        from mailops.errors import MailopsError
+        from mailops.inventory.secrets import resolve
+
+        refs: list[tuple[str, tuple, Any]] = []
+        for var_name, key in (("mailops_dns_providers", "dns_providers"),
+                              ("mailops_reverse_dns_providers", "reverse_dns_providers")):
+            for name, provider in (gvals.get(key) or {}).items():
+                refs += [(var_name, (name, f), getattr(provider, f)) for f in ("api_token", "tsig_secret")
+                         if getattr(provider, f, None) is not None]
+        refs += [("mailops_submission_users", (i, "password"), user.password)
+                 for i, user in enumerate(gvals.get("submission_users") or []) if user.password is not None]
+        for var_name, where, ref in refs:
+            var = gdefs.get(var_name)
+            if var is None or (only is not None and var_name not in only):
+                continue
+            try:
+                resolve(ref, self.root)
+            except MailopsError as exc:
+                self.out.at(var.src, var.path + where, str(exc))
+
     def return_path_key(self, gvals: dict[str, Any], gdefs: dict[str, Var]) -> None:
         """Resolve the return-path key secret and check its content (never shown)."""
         from mailops.errors import MailopsError

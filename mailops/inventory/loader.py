@@ -45,9 +45,12 @@ def _discover(root: Path) -> tuple[list[Path], list[tuple[str, str, Path]]]:
     return inventories, var_files
 
 
-def load_inventory(path: str | Path, *, secrets: bool = False) -> tuple[m.Inventory | None, list[Problem]]:
+def load_inventory(path: str | Path, *, secrets: bool | tuple[str, ...] = False
+                   ) -> tuple[m.Inventory | None, list[Problem]]:
     """Read and check the inventory directory at ``path``; with ``secrets``, also resolve the
-    secrets whose content mailops can check (the return-path key), never showing them.
+    secret references (True: all of them; a tuple: those of these variables, e.g.
+    ``("mailops_dns_providers",)``), each problem at the field that names it, never showing a
+    value, and check the return-path key's content.
 
     Returns ``(inventory, [])`` when it is clean, else ``(None, problems)``:
     callers never act on a half-valid inventory.
@@ -91,7 +94,9 @@ def load_inventory(path: str | Path, *, secrets: bool = False) -> tuple[m.Invent
     if not out.incomplete:
         checker.cross(gvals, gdefs, hosts)
     if secrets and not out.problems:
-        checker.return_path_key(gvals, gdefs)
+        checker.secret_references(gvals, gdefs, None if secrets is True else secrets)
+        if secrets is True or "mailops_return_path" in secrets:
+            checker.return_path_key(gvals, gdefs)
     if out.problems:
         return None, out.problems
 
@@ -103,7 +108,7 @@ def load_inventory(path: str | Path, *, secrets: bool = False) -> tuple[m.Invent
     return inventory, []
 
 
-def load(path_or_name: str | Path, *, secrets: bool = False) -> m.Inventory:
+def load(path_or_name: str | Path, *, secrets: bool | tuple[str, ...] = False) -> m.Inventory:
     """The one way to get an :class:`Inventory`: read and check ``path_or_name`` and raise
     :class:`InventoryError` listing every problem, so nobody acts on a half-valid inventory.
 
