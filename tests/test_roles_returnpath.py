@@ -28,6 +28,7 @@ import ssl
 import subprocess
 import time
 import uuid
+from datetime import datetime, timezone
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -317,3 +318,112 @@ def test_second_converge_changes_nothing_and_keeps_the_state(fleet):
         assert any(e.get("target") == fleet.suppressed for e in fleet.suppressions(number))
         mode = fleet.ssh(number, "stat -c '%a %U' /etc/mailops/returnpath.keys /var/lib/mailops-returnpath")
         assert mode.split("\n")[:2] == ["600 mailops-rp", "700 mailops-rp"]
+
+
+# --- the whole loop through the lab receiver playing the mailbox provider -----------------
+
+LOOP_LIMIT = 120           # seconds from submission to suppression on both hosts
+
+
+def mailops_json(fleet: Fleet, *args: str) -> dict:
+    proc = subprocess.run([str(VENV_BIN / "mailops"), *args, "-i", str(fleet.inv), "--json"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300, env=venv_env())
+    assert proc.returncode == 0, f"mailops {' '.join(args)}: {proc.stderr[-2000:]}"
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def provider(fleet, lab_cfg):
+    """The receiver's complaints and reports for shop.test go to this fleet: shop.test's MX,
+    DMARC rua and TLS-RPT rua point at it while the module runs (later tests publish the lab
+    inventory's own records again)."""
+    labdns.update(core.dns_config(lab_cfg), "shop.test.", replace=[
+        ("shop.test.", "MX", f"10 {fqdn(NUMBERS[0])}.", 60),
+        ("_dmarc.shop.test.", "TXT", "v=DMARC1; p=reject; adkim=r; aspf=r; rua=mailto:dmarc@shop.test", 60),
+        ("_smtp._tls.shop.test.", "TXT", "v=TLSRPTv1; rua=mailto:tlsrpt@shop.test", 60)])
+    return time.time()
+
+
+def test_later_bounce_and_complaint_suppress_on_both_hosts_and_removal_lets_mail_through(fleet, provider):
+    tag = uuid.uuid4().hex[:8]
+    later, complain, normal = (f"{kind}-{tag}@inbox.test" for kind in ("later", "complain", "ok"))
+    started = time.monotonic()
+    for rcpt in (later, complain, normal):
+        assert fleet.submit(NUMBERS[0], rcpt, f"loop {tag}") == {}
+    entries: dict[str, dict] = {}
+    while time.monotonic() - started < LOOP_LIMIT:
+        listed = mailops_json(fleet, "suppressions", "list")
+        entries = {e["target"]: e for e in listed["entries"] if e["target"] in (later, complain, normal)}
+        if all(rcpt in entries and not entries[rcpt]["missing"] for rcpt in (later, complain)):
+            break
+        time.sleep(1)
+    took = time.monotonic() - started
+    print(f"\nlater-bounce and complaint suppressed on both hosts {took:.1f} s after submission")
+    assert later in entries and complain in entries, f"suppressed within {LOOP_LIMIT} s: {sorted(entries)}"
+    assert normal not in entries
+    for rcpt, cause in ((later, "hard-bounce"), (complain, "complaint")):
+        assert entries[rcpt]["cause"] == cause, entries[rcpt]
+        assert sorted(entries[rcpt]["hosts"]) == sorted(fqdn(n) for n in NUMBERS), entries[rcpt]
+    assert "5.2.2" in entries[later]["detail"]
+    assert wait_for_message(fleet.mx_root, recipient=normal, timeout=30) is not None
+
+    for number in NUMBERS:
+        for rcpt, cause in ((later, "hard-bounce"), (complain, "complaint")):
+            with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+                fleet.submit(number, rcpt, "must not leave")
+            code, text = refused.value.recipients[rcpt]
+            assert code == 550 and b"suppressed" in text and cause.encode() in text, (code, text)
+        assert fleet.submit(number, normal, "the normal one still goes") == {}
+
+    scope = entries[complain]["scope"]
+    mailops_json(fleet, "suppressions", "remove", complain,
+                 *(["--domain", scope] if scope != "*" else []))
+    for number in NUMBERS:
+        assert fleet.submit(number, complain, "allowed again") == {}
+
+
+def test_dmarc_report_shows_the_fleet_passing_and_a_spoofer_flagged(fleet, provider, lab_cfg):
+    # a spoofed message: From shop.test, sent from the lab gateway (not a host of the inventory),
+    # unsigned, envelope sender outside shop.test: DMARC fails at the receiver
+    spoof = EmailMessage()
+    spoof["From"], spoof["To"], spoof["Subject"] = "ceo@shop.test", "victim@inbox.test", "urgent invoice"
+    spoof["Message-ID"] = f"<{uuid.uuid4().hex}@spoofer.invalid>"
+    spoof.set_content("pay this\n")
+    with smtplib.SMTP(lab_cfg.receiver.ipv4, 25, timeout=30) as s:
+        s.ehlo("spoofer.invalid")
+        s.send_message(spoof, from_addr="x@inbox.test")
+    assert fleet.submit(NUMBERS[1], f"seen-{uuid.uuid4().hex[:6]}@inbox.test", "from the second host") == {}
+    time.sleep(2)                                   # OpenDMARC writes its history line after delivery
+
+    proc = subprocess.run([str(VENV_BIN / "mailops"), "lab", "reports", "--since",
+                           datetime.fromtimestamp(int(provider) - 1, timezone.utc).isoformat(),
+                           "--domain", "shop.test", "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120, env=venv_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sent = json.loads(proc.stdout)
+    assert sent["dmarc"] and sent["tls"], sent
+
+    # each host sends over IPv6 or IPv4 (both have PTR records): either address is the host's
+    ours = {**{ipv4(n): fqdn(n) for n in NUMBERS}, **{f"2001:db8:51::{10 + n}": fqdn(n) for n in NUMBERS}}
+    gateway = lab_cfg.gateway_ipv4
+    deadline, rows = time.monotonic() + 90, []
+    while time.monotonic() < deadline:
+        rows = mailops_json(fleet, "reports", "dmarc", "--domain", "shop.test")["rows"]
+        seen = {r["source_ip"] for r in rows}
+        if gateway in seen and {ours[ip] for ip in seen if ip in ours} == {fqdn(n) for n in NUMBERS}:
+            break
+        time.sleep(2)
+    by_ip = {r["source_ip"]: r for r in rows}
+    assert {ours[ip] for ip in by_ip if ip in ours} == {fqdn(n) for n in NUMBERS}, rows
+    for ip in set(by_ip) & set(ours):
+        row = by_ip[ip]
+        assert row["host"] == ours[ip] and not row["flagged"], row
+        assert row["messages"] >= 1 and row["dmarc_pass"] == row["messages"], row
+    assert gateway in by_ip, rows
+    spoofer = by_ip[gateway]
+    assert spoofer["flagged"] and spoofer["host"] is None, spoofer
+    assert spoofer["dmarc_pass"] == 0 and spoofer["messages"] >= 1, spoofer
+
+    # the receiver's own deliveries to shop.test (the complaint to abuse@) went over STARTTLS
+    policies = mailops_json(fleet, "reports", "tls", "--domain", "shop.test")["policies"]
+    assert [p for p in policies if p["domain"] == "shop.test" and p["successful"] >= 1], policies

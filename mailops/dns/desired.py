@@ -68,12 +68,7 @@ def desired_state(inv, keystore=None, *, now: datetime | None = None,
     for domain, settings in sorted(inv.domains.items()):
         provider = settings.dns_provider
         value = spf.value(inv, domain)
-        lookups = spf_lookups(value, resolve_txt, domain)
-        if lookups > SPF_LOOKUP_LIMIT:
-            raise MailopsError(
-                f"mailops_domains[{domain!r}].spf: the SPF record needs {lookups} DNS lookups, more than "
-                f"the limit of {SPF_LOOKUP_LIMIT} (receivers then fail SPF); drop includes or list their "
-                "addresses under spf.ip4/ip6")
+        _within_lookup_limit(value, domain, f"mailops_domains[{domain!r}].spf", resolve_txt)
         records = mx.records(inv, domain, ttl) + [Record.make(domain, "TXT", value, ttl)]
         if keystore is not None:
             records += dkim.records(keystore, domain, now, ttl)
@@ -86,12 +81,8 @@ def desired_state(inv, keystore=None, *, now: datetime | None = None,
     # published by the provider of the sending domains using it (the inventory check makes it one).
     for return_domain, senders in sorted(return_path.domains(inv).items()):
         value = return_path.spf_value(inv, return_domain)
-        lookups = spf_lookups(value, resolve_txt, return_domain)
-        if lookups > SPF_LOOKUP_LIMIT:
-            raise MailopsError(
-                f"return-path domain {return_domain} ({', '.join(senders)}): the SPF record needs {lookups} DNS "
-                f"lookups, more than the limit of {SPF_LOOKUP_LIMIT}; drop includes or list their addresses "
-                "under spf.ip4/ip6")
+        _within_lookup_limit(value, return_domain, f"return-path domain {return_domain} ({', '.join(senders)})",
+                             resolve_txt)
         for record in return_path.records(inv, return_domain, ttl):
             state.add(inv.domains[senders[0]].dns_provider, record)
 
@@ -99,3 +90,11 @@ def desired_state(inv, keystore=None, *, now: datetime | None = None,
         for record in parked.records(domain, ttl):
             state.add(settings.dns_provider, record)
     return state
+
+
+def _within_lookup_limit(value: str, name: str, what: str, resolve_txt) -> None:
+    lookups = spf_lookups(value, resolve_txt, name)
+    if lookups > SPF_LOOKUP_LIMIT:
+        raise MailopsError(
+            f"{what}: the SPF record needs {lookups} DNS lookups, more than the limit of {SPF_LOOKUP_LIMIT} "
+            "(receivers then fail SPF); drop includes or list their addresses under spf.ip4/ip6")
