@@ -124,9 +124,12 @@ def test_secret_file_must_be_a_small_regular_file(lab, inv, tmp_path, target, wo
     _hostile_secrets(inv, target)
     proc = mailops("dns", "plan", "-i", str(inv), check=False, timeout=TIMEOUT)
     assert proc.returncode == 1, proc.stdout + proc.stderr
+    # one line per secret that points there, each at its field (both TSIG secrets and the token)
     err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert f"secret {{file: {target}}}: {target} {words}" in err[0], err[0]
+    assert len(err) == 3 and "Traceback" not in proc.stderr, proc.stderr
+    fields = ("lab-rfc2136.tsig_secret", "lab-cloudflare.api_token", "lab-reverse.tsig_secret")
+    for line, field in zip(err, fields):
+        assert f"{field}: secret {{file: {target}}}: {target} {words}" in line, line
     assert "x" * 100 not in proc.stdout + proc.stderr  # the content is never echoed
 
 
