@@ -527,6 +527,9 @@ def test_published_site_passes_every_dns_check(site):
     assert set(statuses.values()) == {"pass"}, statuses
     assert {n for _, n in statuses} == {
         "mx", "spf.record", "spf.lookups", "spf.void-lookups", "spf.authorises-ipv4", "spf.authorises-ipv6",
+        # the lab inventory's return path: bounces.<domain> published and checked like the domain
+        "return-path.mx", "return-path.spf.record", "return-path.spf.lookups", "return-path.spf.void-lookups",
+        "return-path.spf.authorises-ipv4", "return-path.spf.authorises-ipv6",
         f"dkim.{site.selector}", "dmarc.record", "dmarc.policy", "dmarc.rua", "tls-rpt", "dnsbl.dnsbl.test",
         "fcrdns.ipv4", "fcrdns.ipv6", "dnsbl.ipv4.dnsbl.test", "dnsbl.ipv6.dnsbl.test"}
     print(f"\ncheck_domains for one domain took {elapsed:.3f}s")
@@ -607,5 +610,5 @@ def test_unreachable_resolver_is_inconclusive_not_fail_and_bounded(site, tmp_pat
                                                                                      smtp_timeout=3)
     elapsed = time.monotonic() - started
     assert {r.status for r in results} == {"inconclusive"}, [r for r in results if r.status != "inconclusive"]
-    assert len(results) == 17
+    assert len(results) == 23           # 17, and the return-path domain's MX and five SPF checks
     assert elapsed < 30, elapsed
