@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mailops.inventory import load
-from mailops.verify.mailbox import MaildirMailbox, open_mailbox
+from mailops.verify.mailbox import MaildirMailbox, open_mailboxes
 from mailops.verify.send import judge_received, trusted_auth_results
 from tests.helpers import LAB_INVENTORY, copy_inventory, mailops
 
@@ -99,11 +99,11 @@ def test_a_forged_pass_from_another_authserv_id_does_not_pass_the_send_checks():
     assert all(rows[n].status == "pass" for n in ("receiver.dkim", "receiver.spf", "receiver.dmarc")), rows
 
 
-def test_open_mailbox_reads_the_inventory_setting():
+def test_open_mailboxes_reads_the_inventory_setting():
     inv = load(LAB_INVENTORY)
-    box = open_mailbox(inv.verify)
-    assert isinstance(box, MaildirMailbox) and box.recipient == "verify@inbox.test"
-    assert str(box.path).endswith("/inbox.test/Maildir") and inv.verify.authserv_id == "mx.inbox.test"
+    [seed] = open_mailboxes(inv, check=False)
+    assert seed.name == "lab" and seed.recipient == "verify@inbox.test" and seed.authserv_id == "mx.inbox.test"
+    assert isinstance(seed.mailbox, MaildirMailbox) or seed.mailbox.settings.host == "mx.inbox.test"
 
 
 def send_rows(inventory: Path) -> list[dict]:
@@ -112,20 +112,32 @@ def send_rows(inventory: Path) -> list[dict]:
     return json.loads(proc.stdout)["results"]
 
 
-@pytest.mark.parametrize("setting, says", [
-    ("authserv_id", "no mailops_verify.authserv_id configured; set it to the receiving mailbox's authserv-id"),
-    ("mailbox", "no mailops_verify.mailbox configured"),
-])
-def test_send_group_without_a_setting_is_inconclusive_with_the_fix(tmp_path, setting, says):
-    inventory = copy_inventory(tmp_path / "inv", settings=lambda s: s["mailops_verify"].pop(setting))
+def test_send_group_without_a_mailbox_is_inconclusive_with_the_fix(tmp_path):
+    inventory = copy_inventory(tmp_path / "inv", settings=lambda s: s["mailops_verify"].pop("mailboxes"))
     rows = send_rows(inventory)
     assert [(r["subject"], r["status"]) for r in rows] == [("news.test", "inconclusive"), ("shop.test", "inconclusive")]
-    assert all(says in r["detail"] for r in rows), rows
+    assert all("no mailops_verify.mailboxes configured" in r["detail"] for r in rows), rows
 
 
 def test_send_group_with_a_missing_maildir_names_it(tmp_path):
     gone = tmp_path / "no-such-Maildir"
     inventory = copy_inventory(tmp_path / "inv", settings=lambda s: s["mailops_verify"].update(
-        mailbox={"maildir": str(gone)}))
+        mailboxes=[{"name": "local", "recipient": "verify@inbox.test", "authserv_id": "mx.inbox.test",
+                    "maildir": str(gone)}]))
     rows = send_rows(inventory)
-    assert rows and all(r["status"] == "inconclusive" and str(gone) in r["detail"] for r in rows), rows
+    assert rows and all(r["status"] == "inconclusive" and str(gone) in r["detail"]
+                        and r["name"] == "local.live-send" for r in rows), rows
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda v: v.update(recipient="a@b.test"), "recipient moved into mailboxes: write mailboxes:"),
+    (lambda v: v["mailboxes"].append(dict(v["mailboxes"][0])), "mailbox name 'lab' is used twice"),
+    (lambda v: v["mailboxes"][0].update(imap={"host": "mx.inbox.test", "login": "x", "password": {"env": "X"}}),
+     "set exactly one of imap:"),
+    (lambda v: v["mailboxes"][0].update(name="Gmail Seed"), "use 1-32 lower-case letters"),
+])
+def test_inventory_check_names_a_wrong_mailbox_setting(tmp_path, change, says):
+    inventory = copy_inventory(tmp_path / "inv", settings=lambda s: change(s["mailops_verify"]))
+    proc = mailops("inventory", "check", str(inventory), check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
+    assert says in proc.stdout + proc.stderr and "mailops_verify" in proc.stdout + proc.stderr, proc.stdout + proc.stderr

@@ -13,6 +13,7 @@ from rich.table import Table
 from mailops.cli.base import inventory_option
 from mailops.errors import MailopsError
 from mailops.inventory import resolve_inventory_path
+from mailops.verify.baseline import compare, load_baseline, save_state
 from mailops.verify.runner import GROUPS, verify as run_verify
 
 _STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "inconclusive": "magenta"}
@@ -59,6 +60,18 @@ def show(report, console: Console, *, verbose: bool = False) -> None:
                   f"{report.count('inconclusive')} inconclusive; {timing})")
 
 
+def show_changes(changes, console: Console) -> None:
+    if not changes:
+        console.print("[green]no change since the baseline[/green]")
+        return
+    console.print(f"[bold]{len(changes)} change(s) since the baseline:[/bold]")
+    for c in changes:
+        group, subject, name = c.key
+        before, after = c.before or "new", c.after or "gone"
+        style = _STYLE.get(c.after or "", "dim")
+        console.print(f"  {subject} {group} {name}: {before} -> [{style}]{after}[/{style}]  {c.detail[:140]}")
+
+
 @click.command("verify")
 @inventory_option
 @click.option("--only", "only", metavar="GROUPS", help=f"Comma-separated groups to run ({','.join(GROUPS)}).")
@@ -68,26 +81,63 @@ def show(report, console: Console, *, verbose: bool = False) -> None:
 @click.option("--junit", "junit", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               help="Also write a JUnit XML report to FILE (for CI).")
 @click.option("-v", "--verbose", is_flag=True, help="List passing checks too.")
+@click.option("--sample", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="requirements group: a message your application sends (.eml), judged as the bulk stream.")
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Compare with a previous `verify --json` output; what changed is printed first.")
+@click.option("--state", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Baseline read from FILE when it exists, and this run written to it (for a daily timer).")
+@click.option("--changes-only", is_flag=True,
+              help="With --baseline/--state: print only the changes; exit 1 when anything changed, else 0.")
 def verify(inventory_name: str, only: str | None, domains: tuple[str, ...], hosts: tuple[str, ...],
-           as_json: bool, junit: Path | None, verbose: bool) -> None:
+           as_json: bool, junit: Path | None, verbose: bool, sample: Path | None, baseline: Path | None,
+           state: Path | None, changes_only: bool) -> None:
     """Prove the whole chain: DNS, the server, its security from outside, and a live send.
 
     Exit status 1 when any check fails; inconclusive checks (no answer) do not fail the run.
+    With --changes-only the exit status says whether anything changed since the baseline.
     """
     groups = _groups(only)
+    if baseline and state:
+        raise MailopsError("--baseline and --state: give one (--state reads and then rewrites its file)")
+    if changes_only and not (baseline or state):
+        raise MailopsError("--changes-only needs --baseline FILE or --state FILE to compare with")
+    previous = None
+    if baseline or (state and state.exists()):
+        previous = load_baseline(baseline or state)
+    sample_bytes = None
+    if sample:
+        try:
+            sample_bytes = sample.read_bytes()
+        except OSError as exc:
+            raise MailopsError(f"--sample {sample}: cannot read ({exc.strerror}); give an .eml file") from None
     err = Console(stderr=True)
     report = run_verify(resolve_inventory_path(inventory_name), only=groups, domains=list(domains) or None,
-                        hosts=list(hosts) or None,
+                        hosts=list(hosts) or None, sample=sample_bytes,
                         on_group=lambda g, s: None if as_json else err.print(f"[dim]{g} checks done in {s:.1f}s[/dim]"))
+    changes = None if previous is None else compare(previous, report.results, groups=groups)
+    if state:
+        save_state(state, report.to_dict())
     if junit:
         try:
             report.write_junit(junit)
         except OSError as exc:
             raise MailopsError(f"--junit {junit}: cannot write ({exc.strerror}); choose a writable path") from None
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        data = report.to_dict()
+        if changes is not None:
+            data = {"changes": [c.to_dict() for c in changes], **data}
+        click.echo(json.dumps(data, indent=2))
     else:
         console = Console()
-        show(report, console if console.is_terminal else Console(width=200), verbose=verbose)
+        console = console if console.is_terminal else Console(width=200)
+        if changes is not None:
+            show_changes(changes, console)
+        elif state:
+            console.print(f"no baseline yet: this run is written to {state} as the next one's")
+        if not (changes_only and changes is not None):
+            show(report, console, verbose=verbose)
+    if changes_only and changes is not None:
+        sys.exit(1 if changes else 0)
     if not report.ok:
         sys.exit(1)

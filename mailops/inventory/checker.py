@@ -300,10 +300,14 @@ class Checker:
         for var_name, key in (("mailops_dns_providers", "dns_providers"),
                               ("mailops_reverse_dns_providers", "reverse_dns_providers")):
             for name, provider in (gvals.get(key) or {}).items():
-                refs += [(var_name, (name, f), getattr(provider, f)) for f in ("api_token", "tsig_secret")
+                refs += [(var_name, (name, f), getattr(provider, f))
+                         for f in ("api_token", "tsig_secret", "access_key_id", "secret_access_key")
                          if getattr(provider, f, None) is not None]
         refs += [("mailops_submission_users", (i, "password"), user.password)
                  for i, user in enumerate(gvals.get("submission_users") or []) if user.password is not None]
+        verify = gvals.get("verify")
+        refs += [("mailops_verify", ("mailboxes", i, "imap", "password"), box.imap.password)
+                 for i, box in enumerate(verify.mailboxes if verify else []) if box.imap is not None]
         for var_name, where, ref in refs:
             var = gdefs.get(var_name)
             if var is None or (only is not None and var_name not in only):

@@ -37,6 +37,12 @@ from mailops.inventory.scalars import (
 from mailops.ratelimits import parse_window
 
 
+def _mailbox_name(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", value):
+        raise ValueError(f"mailbox name {value!r}: use 1-32 lower-case letters, digits, - or _ (e.g. gmail)")
+    return value
+
+
 # --- per-domain settings ---------------------------------------------------
 
 class DkimSettings(_Model):
@@ -178,7 +184,38 @@ class HcloudProvider(_Model):
     api_base_url: HttpUrl | None = None
 
 
-DnsProvider = Annotated[Union[CloudflareProvider, Rfc2136Provider], Field(discriminator="type")]
+class HetznerProvider(_Model):
+    """Hetzner DNS zones in the Cloud API (the project token that also sets PTRs)."""
+    type: Literal["hetzner"]
+    api_token: SecretRef
+    api_base_url: HttpUrl | None = None
+
+
+def _aws_region(value: object) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", value):
+        raise ValueError(f"{value!r} is not an AWS region; write one like us-east-1 or eu-central-1")
+    return value
+
+
+class Route53Provider(_Model):
+    """AWS Route 53: both keys, or neither for boto3's standard chain (environment, ~/.aws, instance role)."""
+    type: Literal["route53"]
+    access_key_id: SecretRef | None = None
+    secret_access_key: SecretRef | None = None
+    region: Annotated[str, PlainValidator(_aws_region)] = "us-east-1"
+    endpoint_url: HttpUrl | None = None
+    zones: list[ZoneName] | None = None  # use only these of the account's public hosted zones
+
+    @model_validator(mode="after")
+    def _both_keys(self) -> "Route53Provider":
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set both access_key_id and secret_access_key, or neither to use the standard AWS "
+                             "credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, instance role)")
+        return self
+
+
+DnsProvider = Annotated[Union[CloudflareProvider, Rfc2136Provider, HetznerProvider, Route53Provider],
+                        Field(discriminator="type")]
 ReverseDnsProvider = Annotated[Union[Rfc2136Provider, HcloudProvider], Field(discriminator="type")]
 
 
@@ -259,6 +296,9 @@ class SubmissionUser(_Model):
     send_as: list[EmailAddress] = Field(default_factory=list)
     # This user's own sending limit instead of mailops_rate_limits.per_user.
     rate_limit: PerUserLimit | None = None
+    # bulk: newsletters and marketing (the mailbox providers' bulk-sender rules apply:
+    # one-click unsubscribe); transactional: receipts, password resets
+    stream: Literal["transactional", "bulk"] = "transactional"
 
     @model_validator(mode="after")
     def _one_credential(self) -> "SubmissionUser":
@@ -274,23 +314,72 @@ class DnsblSettings(_Model):
     domain_zones: list[ZoneName] = Field(default_factory=lambda: ["dbl.spamhaus.org"])
 
 
-class MaildirMailboxSettings(_Model):
-    """A Maildir on the machine that runs `mailops verify` (the lab's receiver writes one)."""
-    maildir: Text
+class ImapSettings(_Model):
+    """An IMAP mailbox verify logs in to (a seed account at Gmail, Outlook, your own server)."""
+    host: Fqdn
+    # default: 993 for implicit TLS, 143 for STARTTLS
+    port: int | None = Field(None, ge=1, le=65535)
+    tls: Literal["implicit", "starttls"] = "implicit"
+    login: Text
+    password: SecretRef
+    # default: INBOX and every folder the server flags \\Junk (RFC 6154), else Junk/Spam by name
+    folders: list[Text] | None = Field(None, min_length=1)
+    # PEM roots for the IMAP server's certificate; default: the system's CAs
+    ca_bundle: Text | None = None
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.tls == "implicit" else 143)
+
+
+class SeedMailbox(_Model):
+    """One mailbox the live send goes to: a row per sending domain in verify's send group."""
+    # short label for the rows, e.g. gmail, outlook, own
+    name: Annotated[str, PlainValidator(_mailbox_name)]
+    recipient: EmailAddress
+    # the receiving provider's authserv-id (first word of its Authentication-Results): only its
+    # verdicts are trusted; headers of any other authserv-id may be forged (RFC 8601)
+    authserv_id: Fqdn
+    imap: ImapSettings | None = None
+    # a Maildir readable on the machine that runs verify (the lab's receiver writes one)
+    maildir: Text | None = None
+
+    @model_validator(mode="after")
+    def _one_access(self) -> "SeedMailbox":
+        if (self.imap is None) == (self.maildir is None):
+            raise ValueError(f"mailbox {self.name!r}: set exactly one of imap: {{host, login, password, ...}} "
+                             "or maildir: PATH")
+        return self
 
 
 class VerifySettings(_Model):
     """How `mailops verify` proves the chain from outside."""
     # PEM roots trusted for the servers' certificates (587/465, MTA-STS); default: the system's CAs
     ca_bundle: Text | None = None
-    # Live send: the address the test message goes to, and where verify reads it back.
-    recipient: EmailAddress | None = None
-    mailbox: MaildirMailboxSettings | None = None
-    # The receiving mailbox's authserv-id (first word of its Authentication-Results): only its
-    # verdicts are trusted; headers of any other authserv-id may be forged (RFC 8601).
-    authserv_id: Fqdn | None = None
+    # Live send: one test message per sending domain to each of these mailboxes
+    mailboxes: list[SeedMailbox] = Field(default_factory=list)
     # Seconds to wait for the live-send message to arrive.
     send_timeout: int = Field(60, ge=5, le=3600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data):
+        if isinstance(data, dict):
+            old = [k for k in ("recipient", "mailbox", "authserv_id") if k in data]
+            if old:
+                raise ValueError(
+                    f"{', '.join(old)} moved into mailboxes: write mailboxes: [{{name: NAME, recipient: ADDRESS, "
+                    "authserv_id: ID, maildir: PATH}}] (or imap: {host, login, password} instead of maildir)")
+        return data
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _unique_names(cls, value: list[SeedMailbox]) -> list[SeedMailbox]:
+        names = [m.name for m in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"mailbox name {twice[0]!r} is used twice; give each mailbox its own name")
+        return value
 
 
 class TlsSettings(_Model):

@@ -12,7 +12,7 @@ from typing import Callable
 from mailops.errors import MailopsError
 from mailops.verify.result import CheckResult, inconclusive
 
-GROUPS = ("dns", "server", "security", "send", "returnpath")
+GROUPS = ("dns", "server", "security", "send", "returnpath", "requirements")
 
 
 @dataclass
@@ -54,7 +54,7 @@ class VerifyReport:
 
 
 def verify(inventory: Path, *, only: tuple[str, ...] = GROUPS, domains: list[str] | None = None,
-           hosts: list[str] | None = None, on_group: Callable[[str, float], None] = lambda g, s: None) -> VerifyReport:
+           hosts: list[str] | None = None, sample: bytes | None = None, on_group: Callable[[str, float], None] = lambda g, s: None) -> VerifyReport:
     from mailops.dkim.store import KeyStore
     from mailops.inventory import load
 
@@ -111,8 +111,12 @@ def verify(inventory: Path, *, only: tuple[str, ...] = GROUPS, domains: list[str
         view = DnsView(DnsReader(inv.dns_resolvers, timeout=QUERY_TIMEOUT))
         return returnpath.check(inv, resolve=view.resolve, domains=domains)
 
+    def run_requirements() -> list[CheckResult]:
+        from mailops.verify import requirements
+        return requirements.check(inv, keystore, domains, sample=sample)
+
     runners = {"dns": run_dns, "server": run_server, "security": run_security, "send": run_send,
-               "returnpath": run_returnpath}
+               "returnpath": run_returnpath, "requirements": run_requirements}
     report = VerifyReport()
 
     def timed(group: str) -> tuple[str, list[CheckResult], float]:

@@ -1,5 +1,7 @@
 """Live send: submit on 587 (STARTTLS, certificate verified, AUTH) as a configured user,
-wait for the message at a mailbox, and require dkim/spf/dmarc=pass at the receiver.
+wait for the message at each seed mailbox (IMAP or Maildir), and require dkim/spf/dmarc=pass
+at the receiver.  Rows are named ``<mailbox>.<check>`` (e.g. ``gmail.receiver.dkim``), one
+set per sending domain and mailbox, so placement can be compared across providers.
 
 The DKIM signature is verified again here (dkimpy against the inventory's
 resolvers), and the headers are searched for what a submission must not leak.
@@ -17,20 +19,21 @@ import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from mailops.dns.query import txt_text
 from mailops.errors import MailopsError
-from mailops.verify.mailbox import Mailbox, open_mailbox
+from mailops.verify.mailbox import Mailbox, SeedMailbox, open_mailboxes
 from mailops.verify.result import CheckResult, failed, inconclusive, passed, warned
 
 GROUP = "send"
 LEAK_MARKER = "mailops-verify-agent/1"  # sent as User-Agent; must not reach the recipient
 
 
-def _sender_for(inv, domain: str):
-    for user in inv.submission_users:
+def _sender_for(inv, domain: str, users=None):
+    for user in inv.submission_users if users is None else users:
         if user.login.rsplit("@", 1)[1] == domain:
             return user, user.login
         for addr in user.send_as:
@@ -99,22 +102,54 @@ def _diagnose_hold(host) -> str:
     return text
 
 
-def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, authserv_id: str, cafile: str | None,
-                timeout: float = 60.0) -> list[CheckResult]:
-    user, sender = _sender_for(inv, domain)
+@dataclass(frozen=True)
+class Delivery:
+    """A test message submitted through a mail host and found at a mailbox."""
+    raw: bytes           # as the mailbox holds it
+    folder: str          # where it landed: INBOX, Junk, ...
+    seconds: float       # submission to arrival
+    client_ip: str | None  # verify's own address as the host saw it (must not leak)
+    host: object         # the MailHost it went through
+    sender: str
+    message_id: str
+    mailbox: Mailbox
+
+    def cleanup(self, group: str = GROUP, subject: str = "", name: str = "live-send.cleanup") -> list[CheckResult]:
+        """Delete the test message; [] or one warn row saying it is still there."""
+        try:
+            self.mailbox.delete(self.message_id)
+        except MailopsError as exc:
+            return [warned(group, subject, name, str(exc),
+                           f"delete it by hand; verify needs write access to {self.mailbox.describe()}")]
+        return []
+
+
+def deliver(inv, domain: str, mailbox: Mailbox, *, group: str = GROUP, message: EmailMessage | None = None,
+            user=None, timeout: float | None = None, prefix: str = "") -> tuple[Delivery | None, list[CheckResult]]:
+    """Submit ``message`` (or a plain test message) as ``user`` (default: the first submission
+    user that may send as ``domain``) through the domain's first host, and wait for it at
+    ``mailbox``.  To, Message-ID and Date are set here, From only when the message has none.
+    Returns the delivery and a pass row, or None and the rows saying why not."""
+    name = f"{prefix}live-send"
+    user, sender = _sender_for(inv, domain, None if user is None else [user])
     if user is None:
-        return [inconclusive(GROUP, domain, "live-send", "no submission user may send as this domain; "
-                             "add one to mailops_submission_users to test it")]
+        return None, [inconclusive(group, domain, name, "no submission user may send as this domain; "
+                                   "add one to mailops_submission_users to test it")]
     if user.password is None:
-        return [inconclusive(GROUP, domain, "live-send", f"{user.login} has only a password_hash; "
-                             "give it password: {env|file} so verify can log in")]
+        return None, [inconclusive(group, domain, name, f"{user.login} has only a password_hash; "
+                                   "give it password: {env|file} so verify can log in")]
     host = inv.hosts_for(domain)[0]
-    subject = f"mailops verify {domain} {uuid.uuid4().hex[:10]}"
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = sender, mailbox.recipient, subject
-    msg["Date"], msg["Message-ID"] = formatdate(), make_msgid(domain=domain)
+    msg = message if message is not None else EmailMessage()
+    if message is None:
+        msg["Subject"] = f"mailops verify {domain} {uuid.uuid4().hex[:10]}"
+        msg.set_content("A live test message from `mailops verify`.\n")
+    if "From" not in msg:
+        msg["From"] = sender
+    for header in ("To", "Date", "Message-ID", "User-Agent"):
+        del msg[header]
+    msg["To"], msg["Date"], msg["Message-ID"] = mailbox.recipient, formatdate(), make_msgid(domain=domain)
     msg["User-Agent"] = LEAK_MARKER
-    msg.set_content("A live test message from `mailops verify`.\n")
+    cafile = inv.verify.ca_bundle
     ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
     started = time.monotonic()
     client_ip = None
@@ -124,7 +159,7 @@ def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, authserv_id: st
             client_ip = smtp.sock.getsockname()[0]
             smtp.starttls(context=ctx)
             smtp.login(user.login, inv.secret(user.password))
-            smtp.send_message(msg)
+            smtp.send_message(msg, from_addr=sender)
     except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused) as exc:
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             code, text = next(iter(exc.recipients.values()), (0, b""))
@@ -132,51 +167,69 @@ def send_domain(inv, keystore, domain: str, mailbox: Mailbox, *, authserv_id: st
             code, text = exc.smtp_code, exc.smtp_error
         detail = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
         if isinstance(exc, smtplib.SMTPAuthenticationError) and code == 535:
-            return [failed(GROUP, domain, "live-send", f"{host.fqdn}:587 refused the login of {user.login} "
-                           f"({code} {detail[:80]})", "check the user's password source and re-converge the sasl role")]
+            return None, [failed(group, domain, name, f"{host.fqdn}:587 refused the login of {user.login} "
+                                 f"({code} {detail[:80]})", "check the user's password source and re-converge the sasl role")]
         if 400 <= code < 500:
             # A temporary refusal: with OpenDKIM down Postfix refuses (tempfail) rather than send unsigned.
             why = _diagnose_hold(host)
-            signing_down = any(f"opendkim is {s}" in why for s in ("inactive", "failed", "activating"))
-            if signing_down:
-                return [failed(GROUP, domain, "dkim-signing",
-                               f"signing is down: the live send is held ({code} {detail[:80]}); {why}",
-                               "start OpenDKIM (systemctl start opendkim) and check its log; Postfix holds mail "
-                               "rather than send it unsigned")]
-            return [failed(GROUP, domain, "live-send",
-                           f"{host.fqdn}:587 refused the message for now ({code} {detail[:80]})" + (f"; {why}" if why else ""),
-                           f"see the mail log on {host.fqdn} (journalctl -u postfix@-)")]
-        return [failed(GROUP, domain, "live-send", f"{host.fqdn}:587 refused the message ({code} {detail[:80]})",
-                       f"see the mail log on {host.fqdn} (journalctl -u postfix@-)")]
+            if any(f"opendkim is {s}" in why for s in ("inactive", "failed", "activating")):
+                return None, [failed(group, domain, f"{prefix}dkim-signing",
+                                     f"signing is down: the live send is held ({code} {detail[:80]}); {why}",
+                                     "start OpenDKIM (systemctl start opendkim) and check its log; Postfix holds mail "
+                                     "rather than send it unsigned")]
+            return None, [failed(group, domain, name,
+                                 f"{host.fqdn}:587 refused the message for now ({code} {detail[:80]})"
+                                 + (f"; {why}" if why else ""), f"see the mail log on {host.fqdn} (journalctl -u postfix@-)")]
+        return None, [failed(group, domain, name, f"{host.fqdn}:587 refused the message ({code} {detail[:80]})",
+                             f"see the mail log on {host.fqdn} (journalctl -u postfix@-)")]
     except ssl.SSLCertVerificationError as exc:
-        return [failed(GROUP, domain, "live-send", f"{host.fqdn}:587 certificate not trusted ({exc.verify_message})",
-                       "re-issue the certificate: mailops provision apply --tags tls")]
+        return None, [failed(group, domain, name, f"{host.fqdn}:587 certificate not trusted ({exc.verify_message})",
+                             "re-issue the certificate: mailops provision apply --tags tls")]
     except (smtplib.SMTPException, OSError) as exc:
-        return [inconclusive(GROUP, domain, "live-send", f"cannot submit to {host.fqdn}:587 ({exc})")]
+        return None, [inconclusive(group, domain, name, f"cannot submit to {host.fqdn}:587 ({exc})")]
 
-    received = mailbox.wait(msg["Message-ID"], timeout)
+    timeout = inv.verify.send_timeout if timeout is None else timeout
+    try:
+        received = mailbox.wait(msg["Message-ID"], timeout)
+    except MailopsError as exc:
+        return None, [inconclusive(group, domain, name, f"submitted, but the mailbox could not be read: {exc}")]
     elapsed = time.monotonic() - started
     if received is None:
         why = _diagnose_hold(host)
         signing_down = "opendkim is inactive" in why or "opendkim is failed" in why
-        return [failed(GROUP, domain, "dkim-signing" if signing_down else "live-send",
-                       ("signing is down: " if signing_down else "")
-                       + f"the message did not reach {mailbox.recipient} within {timeout:.0f}s" + (f"; {why}" if why else ""),
-                       "start OpenDKIM (systemctl start opendkim); the queue then flushes by itself"
-                       if signing_down else "look at the queue (postqueue -p) and the mail log on " + host.fqdn)]
-    results = [passed(GROUP, domain, "live-send", f"{sender} -> {mailbox.recipient} via {host.fqdn}:587 "
-                      f"delivered in {elapsed:.1f}s")]
-    results += judge_received(inv, keystore, domain, received.raw, authserv_id=authserv_id, client_ip=client_ip)
-    try:
-        mailbox.delete(msg["Message-ID"])
-    except MailopsError as exc:
-        results.append(warned(GROUP, domain, "live-send.cleanup", str(exc),
-                              f"delete it by hand; verify needs write access to {mailbox.describe()}"))
-    return results
+        return None, [failed(group, domain, f"{prefix}dkim-signing" if signing_down else name,
+                             ("signing is down: " if signing_down else "")
+                             + f"the message did not reach {mailbox.recipient} within {timeout:.0f}s"
+                             + (f"; {why}" if why else ""),
+                             "start OpenDKIM (systemctl start opendkim); the queue then flushes by itself"
+                             if signing_down else "look at the queue (postqueue -p) and the mail log on " + host.fqdn)]
+    delivery = Delivery(received.raw, received.folder, elapsed, client_ip, host, sender, msg["Message-ID"], mailbox)
+    return delivery, [passed(group, domain, name, f"{sender} -> {mailbox.recipient} via {host.fqdn}:587 "
+                             f"delivered in {elapsed:.1f}s, into {received.folder}")]
+
+
+def folder_row(group: str, domain: str, delivery: Delivery, prefix: str = "") -> CheckResult:
+    """Inbox or spam: where a mailbox provider put the message is a deliverability signal."""
+    if delivery.folder.upper() == "INBOX":
+        return passed(group, domain, f"{prefix}folder", f"landed in INBOX of {delivery.mailbox.recipient}")
+    return warned(group, domain, f"{prefix}folder", f"landed in {delivery.folder} of {delivery.mailbox.recipient}, "
+                  "not the inbox", "the receiver judged it spam: look at the authentication rows, the sending "
+                  "address's reputation (DNSBL, warm-up) and the content")
+
+
+def send_domain(inv, keystore, domain: str, seed: SeedMailbox) -> list[CheckResult]:
+    prefix = f"{seed.name}."
+    delivery, results = deliver(inv, domain, seed.mailbox, prefix=prefix)
+    if delivery is None:
+        return results
+    results.append(folder_row(GROUP, domain, delivery, prefix))
+    results += judge_received(inv, keystore, domain, delivery.raw, authserv_id=seed.authserv_id,
+                              client_ip=delivery.client_ip, prefix=prefix)
+    return results + delivery.cleanup(GROUP, domain, f"{prefix}live-send.cleanup")
 
 
 def judge_received(inv, keystore, domain: str, raw: bytes, *, authserv_id: str,
-                   client_ip: str | None) -> list[CheckResult]:
+                   client_ip: str | None, prefix: str = "") -> list[CheckResult]:
     """What the received copy proves: the receiver's verdicts, our own DKIM check, no leaked headers."""
     import dkim
 
@@ -187,9 +240,9 @@ def judge_received(inv, keystore, domain: str, raw: bytes, *, authserv_id: str,
     aligned = f"header.d={domain}" in dkim_ar
     right_selector = not selectors or any(f"header.s={s}" in dkim_ar for s in selectors)
     if dkim_ar.startswith("dkim=pass") and aligned and right_selector:
-        results.append(passed(GROUP, domain, "receiver.dkim", dkim_ar))
+        results.append(passed(GROUP, domain, prefix + "receiver.dkim", dkim_ar))
     else:
-        results.append(failed(GROUP, domain, "receiver.dkim", dkim_ar or "no dkim result",
+        results.append(failed(GROUP, domain, prefix + "receiver.dkim", dkim_ar or "no dkim result",
                               f"the receiver must see dkim=pass with d={domain} and s= an active selector "
                               f"({', '.join(sorted(selectors)) or 'none active'}); run mailops dns sync --apply and "
                               "mailops provision apply --tags opendkim"))
@@ -197,9 +250,9 @@ def judge_received(inv, keystore, domain: str, raw: bytes, *, authserv_id: str,
                         ("dmarc", "DMARC needs aligned DKIM or SPF: fix the failing one above")):
         value = ar.get(method, "")
         if value.startswith(f"{method}=pass"):
-            results.append(passed(GROUP, domain, f"receiver.{method}", value))
+            results.append(passed(GROUP, domain, prefix + f"receiver.{method}", value))
         else:
-            results.append(failed(GROUP, domain, f"receiver.{method}", value or f"no {method} result", fix))
+            results.append(failed(GROUP, domain, prefix + f"receiver.{method}", value or f"no {method} result", fix))
     try:
         ok = dkim.verify(raw, dnsfunc=_dnsfunc(inv.dns_resolvers))
     except Exception as exc:  # noqa: BLE001 - a malformed signature is a failure, not a crash
@@ -207,46 +260,36 @@ def judge_received(inv, keystore, domain: str, raw: bytes, *, authserv_id: str,
     else:
         err = None
     if ok:
-        results.append(passed(GROUP, domain, "dkim.independent", "the signature verifies with dkimpy against DNS"))
+        results.append(passed(GROUP, domain, prefix + "dkim.independent", "the signature verifies with dkimpy against DNS"))
     else:
-        results.append(failed(GROUP, domain, "dkim.independent",
+        results.append(failed(GROUP, domain, prefix + "dkim.independent",
                               f"dkimpy could not verify the signature{f' ({err})' if err else ''}",
                               "compare the published key with the signing key: mailops dns plan; mailops dkim list"))
     headers = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode(errors="replace")
     leaks = [w for w in (LEAK_MARKER, f"[{client_ip}]" if client_ip else None) if w and w in headers]
     if leaks:
-        results.append(failed(GROUP, domain, "header-privacy", f"the received headers contain {', '.join(leaks)}",
+        results.append(failed(GROUP, domain, prefix + "header-privacy", f"the received headers contain {', '.join(leaks)}",
                               "re-converge the postfix role (submission header_checks strip Received/User-Agent)"))
     else:
-        results.append(passed(GROUP, domain, "header-privacy", "no client IP or User-Agent in the headers"))
+        results.append(passed(GROUP, domain, prefix + "header-privacy", "no client IP or User-Agent in the headers"))
     return results
 
 
-def live_send(inv, keystore, domains: list[str], mailbox: Mailbox, *, authserv_id: str, cafile: str | None,
-              timeout: float = 60.0) -> list[CheckResult]:
-    def one(domain: str) -> list[CheckResult]:
-        return send_domain(inv, keystore, domain, mailbox, authserv_id=authserv_id, cafile=cafile, timeout=timeout)
-    with ThreadPoolExecutor(8) as pool:
-        return [r for rs in pool.map(one, domains) for r in rs]
-
-
 def check_domains(inv, keystore, domains: list[str]) -> list[CheckResult]:
-    """The send group: a live send per domain to the inventory's mailbox, or one inconclusive
-    row per domain naming the setting that is missing."""
-    settings = inv.verify
-    why = None
-    if settings.recipient is None:
-        why = "no mailops_verify.recipient configured; name a mailbox to send the test message to"
-    elif settings.mailbox is None:
-        why = (f"no mailops_verify.mailbox configured; say where verify reads mail for {settings.recipient}, "
-               "e.g. mailbox: {maildir: PATH}")
-    elif settings.authserv_id is None:
-        why = ("no mailops_verify.authserv_id configured; set it to the receiving mailbox's authserv-id "
-               "(the first word of its Authentication-Results headers), the only one whose verdicts are trusted")
-    mailbox = open_mailbox(settings) if why is None else None
-    if mailbox is not None:
-        why = mailbox.problem()
-    if why or mailbox is None:
-        return [inconclusive(GROUP, d, "live-send", why or "no mailbox configured") for d in domains]
-    return live_send(inv, keystore, domains, mailbox, authserv_id=settings.authserv_id,
-                     cafile=settings.ca_bundle, timeout=settings.send_timeout)
+    """The send group: a live send per domain to each seed mailbox, or one inconclusive row
+    per domain (and mailbox) naming what is missing."""
+    if not inv.verify.mailboxes:
+        return [inconclusive(GROUP, d, "live-send", "no mailops_verify.mailboxes configured; add a seed mailbox "
+                             "(imap: {host, login, password}) to send the test message to") for d in domains]
+    seeds = open_mailboxes(inv)
+    out: list[CheckResult] = []
+    jobs = []
+    for seed in seeds:
+        if seed.mailbox is None:
+            out += [inconclusive(GROUP, d, f"{seed.name}.live-send", seed.problem or "unusable") for d in domains]
+        else:
+            jobs += [(d, seed) for d in domains]
+    with ThreadPoolExecutor(8) as pool:
+        for rows in pool.map(lambda job: send_domain(inv, keystore, *job), jobs):
+            out += rows
+    return out
