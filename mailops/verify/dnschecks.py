@@ -39,7 +39,7 @@ from mailops.verify.result import CheckResult, failed, inconclusive, passed, war
 
 # Names tests and callers reach through this module (their homes are the kind modules).
 __all__ = ["ATTEMPTS", "MTA_STS_PATH", "DnsView", "Lookup", "Observed", "PolicyFetchError", "SpfError",
-           "SpfEvaluation", "check_domains", "check_hosts", "decode_dnsbl", "dnsbl_query_name",
+           "SpfEvaluation", "check_domains", "check_hosts", "decode_dnsbl", "dnsbl_query_name", "fcrdns",
            "fetch_mta_sts_policy", "parse_mta_sts_policy", "parse_spf", "smtp_names"]
 
 NEUTRAL_EHLO = "mailops-verify.invalid"  # our own EHLO name: says nothing about the checked host
@@ -311,7 +311,8 @@ def _ptr_fix(host, address: str) -> str:
     return f"set the PTR of {address} to {host.fqdn} in your VPS provider's panel (or set mailops_reverse_dns_provider)"
 
 
-def _fcrdns(view: DnsView, host, address: str, version: int) -> list[CheckResult]:
+def fcrdns(view: DnsView, host, address: str, version: int) -> list[CheckResult]:
+    """Forward-confirmed reverse DNS of one sending address (also a row of the requirements group)."""
     name = f"fcrdns.ipv{version}"
     seen = view.observe(ptr.record_name(address), "PTR")
     if seen.values is None:
@@ -419,6 +420,6 @@ def check_hosts(inv, *, hosts: list[str] | None = None, reader: DnsReader | None
         jobs.append(partial(_ehlo, view, host, smtp_timeout))
         for version in (4, 6):
             for _, address in _sending_addresses([host], version):
-                jobs.append(partial(_fcrdns, view, host, address, version))
+                jobs.append(partial(fcrdns, view, host, address, version))
                 jobs += [partial(_address_dnsbl, view, host, address, version, z) for z in inv.dnsbl.ip_zones]
     return _run(jobs, workers)
