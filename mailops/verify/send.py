@@ -205,7 +205,7 @@ def deliver(inv, domain: str, mailbox: Mailbox, *, group: str = GROUP, message: 
                              if signing_down else "look at the queue (postqueue -p) and the mail log on " + host.fqdn)]
     delivery = Delivery(received.raw, received.folder, elapsed, client_ip, host, sender, msg["Message-ID"], mailbox)
     return delivery, [passed(group, domain, name, f"{sender} -> {mailbox.recipient} via {host.fqdn}:587 "
-                             f"delivered in {elapsed:.1f}s, into {received.folder}")]
+                             f"delivered in {elapsed:.1f}s, into {received.folder} ({msg['Message-ID']})")]
 
 
 def folder_row(group: str, domain: str, delivery: Delivery, prefix: str = "") -> CheckResult:
