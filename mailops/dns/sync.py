@@ -9,6 +9,7 @@ Nothing here prints: every function returns data or raises MailopsError.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +25,10 @@ from mailops.dns.query import QueryFailed, ask, txt_text, value_of
 from mailops.dns.records import Record
 from mailops.errors import MailopsError
 
-_WORKERS = 8
+_WORKERS = 8  # DNS queries to the authoritative servers at once (read-back)
+# Provider API calls at once (zone listings, zone applies); each provider's own limiter
+# (mailops.dns.apilimit) keeps them under its documented rate limit.
+API_WORKERS = 16
 
 
 @dataclass
@@ -147,7 +151,7 @@ def make_plan(inv, keystore=None, *, providers: Providers | None = None, force: 
         provider = providers.forward(pname)
         return plan_zone(provider, zone, records, provider.list_records(zone), force=force, threshold=threshold)
 
-    with ThreadPoolExecutor(_WORKERS) as pool:
+    with ThreadPoolExecutor(API_WORKERS) as pool:
         plan.zones = list(pool.map(one, sorted(zones.items())))
     for want in desired.ptr:
         current = providers.reverse(want.provider).get_ptr(want.address)
@@ -173,17 +177,74 @@ def _txt_resolver(resolvers: list[str], unresolved: list[str]) -> Callable[[str]
 
 # --- apply ------------------------------------------------------------------
 
-def apply_plan(plan: Plan, providers: Providers, *, on_step: Callable[[str], None] = lambda _: None) -> None:
-    """Apply every zone's changes, then the PTRs. Refuses the whole plan if any zone was refused."""
+class ApplyFailed(MailopsError):
+    """Some zones failed to apply: says which, and exactly which zones were applied and which not."""
+
+    def __init__(self, message: str, applied: list[str], failed: list[str], not_applied: list[str]):
+        super().__init__(message)
+        self.applied, self.failed, self.not_applied = applied, failed, not_applied
+
+
+def _zone_label(zp: ZonePlan) -> str:
+    return f"{zp.zone} ({zp.provider})"
+
+
+def apply_plan(plan: Plan, providers: Providers, *, on_step: Callable[[str], None] = lambda _: None,
+               workers: int = API_WORKERS) -> None:
+    """Apply every zone's changes, then the PTRs. Refuses the whole plan if any zone was refused.
+
+    Zones publishing address records are applied first, all of them concurrently, then the
+    other zones concurrently (each zone atomic as its provider allows: one Cloudflare batch, one
+    RFC 2136 UPDATE).  When a zone fails, no further zone is started (zones already in flight
+    finish), no later group and no PTR is applied, and :class:`ApplyFailed` names the failed
+    zones (their own errors), the zones applied and those not applied, all in plan order.
+    ``on_step`` is called in plan order, from this thread, as each group starts."""
     if plan.refused:
         raise MailopsError("refusing to apply: " + plan.refused[0]
                            + (f" (and {len(plan.refused) - 1} more zone(s))" if len(plan.refused) > 1 else ""))
     # Zones that publish address records go first: MX and PTR elsewhere point at those names.
     todo = [z for z in plan.zones if z.changes]
-    todo.sort(key=lambda z: not any(r.type in ("A", "AAAA") for r in z.changes.creates))
-    for zp in todo:
-        on_step(f"{zp.zone} ({zp.provider}): {len(zp.rows())} change(s)")
-        providers.forward(zp.provider).apply(zp.zone, zp.changes)
+    addresses = [z for z in todo if any(r.type in ("A", "AAAA") for r in z.changes.creates)]
+    groups = [addresses, [z for z in todo if z not in addresses]]
+    for zp in todo:  # built here, once, not raced for by the workers
+        providers.forward(zp.provider)
+    outcome: dict[int, object] = {}  # id(zone plan) -> None (applied) or the exception
+    stop = threading.Event()
+
+    def one(zp: ZonePlan):
+        if stop.is_set():
+            return  # not started: a zone failed before this one's turn
+        try:
+            providers.forward(zp.provider).apply(zp.zone, zp.changes)
+            outcome[id(zp)] = None
+        except Exception as exc:  # noqa: BLE001 - recorded, re-raised below after the others finish
+            outcome[id(zp)] = exc
+            stop.set()
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for group in groups:
+            if stop.is_set():
+                break
+            for zp in group:
+                on_step(f"{_zone_label(zp)}: {len(zp.rows())} change(s)")
+            list(pool.map(one, group))
+    failed = [zp for zp in todo if isinstance(outcome.get(id(zp)), BaseException)]
+    if failed:
+        errors = [outcome[id(zp)] for zp in failed]
+        bug = next((e for e in errors if not isinstance(e, MailopsError)), None)
+        if bug is not None:
+            raise bug
+        applied = [zp.zone for zp in todo if id(zp) in outcome and outcome[id(zp)] is None]
+        not_applied = [zp.zone for zp in todo if id(zp) not in outcome]
+        message = str(errors[0])
+        if len(failed) > 1:
+            message += "; also failed: " + "; ".join(str(e) for e in errors[1:])
+        message += (f" [of {len(todo)} zone(s) to change: {len(applied)} applied, {len(failed)} failed and left "
+                    f"unchanged ({', '.join(zp.zone for zp in failed)}), {len(not_applied)} not applied"
+                    + (f" ({', '.join(not_applied)})" if not_applied else "")
+                    + (f"; {len(plan.ptr_changes)} PTR change(s) not applied" if plan.ptr_changes else "")
+                    + "; run again to apply the rest]")
+        raise ApplyFailed(message, applied, [zp.zone for zp in failed], not_applied)
     for ch in plan.ptr_changes:
         on_step(f"PTR {ch.address} -> {ch.hostname} ({ch.provider})")
         providers.reverse(ch.provider).set_ptr(ch.address, ch.hostname)
@@ -236,9 +297,9 @@ def readback(inv, plan: Plan, providers: Providers, *, attempts: int = 10, delay
     reader = DnsReader(inv.dns_resolvers)
     conflicted = {(c.wanted.name, c.wanted.type) for z in plan.zones for c in z.conflicts}
     wanted: list[tuple[ZonePlan, Record]] = []
-    for zp in plan.zones:
-        provider = providers.forward(zp.provider)
-        existing = provider.list_records(zp.zone)
+    with ThreadPoolExecutor(API_WORKERS) as pool:
+        listed = list(pool.map(lambda zp: providers.forward(zp.provider).list_records(zp.zone), plan.zones))
+    for zp, existing in zip(plan.zones, listed):
         owned = {e.record.key for e in existing if e.owned or e.other_owner}
         records = [r for r in _by_zone(providers, plan.desired).get((zp.provider, zp.zone), [])
                    if (r.name, r.type) not in conflicted]

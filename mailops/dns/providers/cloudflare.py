@@ -3,15 +3,25 @@
 One zone listing for the whole run, one (paginated) record list per zone and
 one batch per zone: the batch endpoint applies deletes, patches, puts and
 posts in one transaction, so a zone is either fully old or fully new.  The
-SDK retries 429 and 5xx with backoff and honours ``retry-after``.
+SDK retries 429 and 5xx with backoff and honours ``retry-after``.  Callers
+list and apply zones from many threads: every request (retries included)
+first takes a slot from the limiter shared by all providers of the same API
+user (mailops.dns.apilimit.CLOUDFLARE_LIMITS), and once the first page of a
+list gives the total, the other pages are fetched concurrently.
 Ownership: records mailops owns carry the comment ``OWNER_COMMENT``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import cloudflare
 import httpx
 
+from mailops.dns import apilimit
 from mailops.dns.providers.base import Existing, ZoneChanges
 from mailops.dns.records import Record, in_zone, normalize_name, quote_txt
 from mailops.errors import MailopsError
@@ -28,6 +38,7 @@ def owner_comment(owner: str | None = None) -> str:
 BATCH_LIMIT = 200  # operations per batch request on the free plan
 _PER_PAGE = 5000
 _MAX_PAGES = 1000  # an API that pages on past this is broken, not large (5 million records)
+_PAGE_WORKERS = 8  # pages of one list fetched at once
 _EXCERPT = 60  # characters of an unexpected body quoted in the error
 # What mailops reads of each listed item, and the JSON types it must have.
 _ZONE_FIELDS: dict[str, tuple[type, ...]] = {"id": (str,), "name": (str,)}
@@ -50,7 +61,8 @@ class CloudflareProvider:
     ownership = f"record comment {OWNER_COMMENT!r}"
 
     def __init__(self, name: str, token: str, api_base_url: str | None = None, *,
-                 max_retries: int = 5, transport: httpx.BaseTransport | None = None, owner: str | None = None):
+                 max_retries: int = 5, transport: httpx.BaseTransport | None = None, owner: str | None = None,
+                 limiter: apilimit.RateLimiter | None = None):
         self.name = name
         problem = token_problem(token)
         if problem:  # httpx would fail encoding the header with a traceback, or the API refuse it
@@ -58,16 +70,22 @@ class CloudflareProvider:
                                f"Cloudflare shows it in api_token of mailops_dns_providers.{name}")
         self.comment = owner_comment(owner)
         self.requests = 0
+        self._count_lock = threading.Lock()
+        # The limit is per API user: every provider of the same token in this process shares one.
+        self.limiter = limiter or apilimit.shared(
+            ("cloudflare", api_base_url or "", hashlib.sha256(token.encode()).hexdigest()), apilimit.CLOUDFLARE_LIMITS)
 
         def count(_request: httpx.Request) -> None:
-            self.requests += 1
+            self.limiter.acquire()
+            with self._count_lock:
+                self.requests += 1
 
         def keep(response: httpx.Response) -> None:
             response.read()  # cached: the SDK reads the same bytes; error messages quote them
-            self._last = response
+            self._local.last = response
 
         self._token = token
-        self._last: httpx.Response | None = None
+        self._local = threading.local()  # the last response of each thread, for its error message
         http_client = cloudflare.DefaultHttpxClient(transport=transport,
                                                     event_hooks={"request": [count], "response": [keep]})
         self.client = cloudflare.Cloudflare(api_token=token, base_url=api_base_url or None,
@@ -75,6 +93,10 @@ class CloudflareProvider:
         # A stray CLOUDFLARE_EMAIL/CLOUDFLARE_API_KEY in the environment would silently replace the token.
         self.client.api_key = self.client.api_email = self.client.user_service_key = None
         self._zones: dict[str, str] | None = None
+
+    @property
+    def _last(self) -> httpx.Response | None:
+        return getattr(self._local, "last", None)
 
     def _seen(self, response: httpx.Response | None) -> str:
         """What came back, short and without the token: status, content type, the body's start."""
@@ -124,9 +146,10 @@ class CloudflareProvider:
         return MailopsError(f"cloudflare provider {self.name!r}: {what} failed "
                             f"({self._request(response, exc)}: {detail}); {fix}")
 
-    def _bad_answer(self, what: str, why: str) -> MailopsError:
-        return MailopsError(f"cloudflare provider {self.name!r}: {what} ({self._request(self._last)}): the API "
-                            f"answered {self._seen(self._last)}, {why}; check that api_base_url "
+    def _bad_answer(self, what: str, why: str, exc: Exception | None = None) -> MailopsError:
+        last = getattr(exc, "mailops_response", None) or self._last
+        return MailopsError(f"cloudflare provider {self.name!r}: {what} ({self._request(last)}): the API "
+                            f"answered {self._seen(last)}, {why}; check that api_base_url "
                             f"({self.client.base_url}) is Cloudflare's API v4")
 
     def _call(self, what: str, run):
@@ -136,39 +159,69 @@ class CloudflareProvider:
         except cloudflare.APIError as exc:
             raise self._error(what, exc) from None
         except _Unexpected as exc:
-            raise self._bad_answer(what, str(exc)) from None
-        except (AttributeError, TypeError, ValueError, KeyError):
+            raise self._bad_answer(what, str(exc), exc) from None
+        except (AttributeError, TypeError, ValueError, KeyError) as exc:
             # The SDK builds its models without validating them: a body that is not the documented
             # JSON (HTML, null) breaks inside it, with no useful message of its own.
-            raise self._bad_answer(what, "not Cloudflare's JSON") from None
+            raise self._bad_answer(what, "not Cloudflare's JSON", exc) from None
 
     def _zone_ids(self) -> dict[str, str]:
         if self._zones is None:
-            zones = self._call("listing zones", lambda: self._all(self.client.zones.list(per_page=50), _ZONE_FIELDS))
+            zones = self._call("listing zones", lambda: self._all(
+                lambda page: self.client.zones.list(per_page=50, page=page), _ZONE_FIELDS))
             self._zones = {normalize_name(z.name): z.id for z in zones}
         return self._zones
 
     @staticmethod
-    def _all(page, fields: dict[str, tuple[type, ...]]) -> list:
-        """Every item of a paginated list, each checked to have ``fields`` of those types, stopping at
-        total_count (saves the SDK's request for an empty page past the end)."""
-        items: list = []
-        for _ in range(_MAX_PAGES):
-            result = page.result
-            if not isinstance(result, list):
-                raise _Unexpected(f"whose 'result' is {_kind(result)}, not a list")
-            for item in result:
-                for name, types in fields.items():
-                    value = getattr(item, name, None)
-                    if not isinstance(value, types) or isinstance(value, bool):
-                        raise _Unexpected(f"with an item whose {name!r} is {_kind(value)}")
+    def _checked(page, fields: dict[str, tuple[type, ...]]) -> tuple[list, int | None]:
+        """A page's items, each checked to have ``fields`` of those types, and its total_count."""
+        result = page.result
+        if not isinstance(result, list):
+            raise _Unexpected(f"whose 'result' is {_kind(result)}, not a list")
+        for item in result:
+            for name, types in fields.items():
+                value = getattr(item, name, None)
+                if not isinstance(value, types) or isinstance(value, bool):
+                    raise _Unexpected(f"with an item whose {name!r} is {_kind(value)}")
+        total = getattr(page.result_info, "total_count", None)
+        if total is not None and (not isinstance(total, int) or isinstance(total, bool)):
+            raise _Unexpected(f"whose result_info.total_count is {_kind(total)}, not a number")
+        return result, total
+
+    def _all(self, fetch, fields: dict[str, tuple[type, ...]]) -> list:
+        """Every item of a paginated list (``fetch(page_number)`` gets one page): stops at total_count
+        (saves the SDK's request for an empty page past the end); when the first page gives the
+        total, the remaining pages are fetched concurrently (the limiter paces them)."""
+        page = fetch(1)
+        items, total = self._checked(page, fields)
+        items = list(items)
+        if not items or (total is not None and len(items) >= total):
+            return items
+        per_page = len(items)
+        if total is not None:
+            pages = math.ceil(total / per_page)
+            if pages > _MAX_PAGES:
+                raise _Unexpected(f"announcing {total} items in pages of {per_page}, more than {_MAX_PAGES} pages")
+            def one(n: int):
+                try:
+                    return self._checked(fetch(n), fields)
+                except Exception as exc:  # the error message quotes this thread's response, not the caller's
+                    exc.mailops_response = self._last
+                    raise
+            with ThreadPoolExecutor(min(_PAGE_WORKERS, pages - 1)) as pool:
+                for result, _ in pool.map(one, range(2, pages + 1)):
+                    items += result
+            if len(items) != total:  # changed while being read, or pages not as announced: never plan on that
+                raise _Unexpected(f"announcing {total} items but paging out {len(items)} (run again if the zones "
+                                  "were being changed)")
+            return items
+        # No total: page on one by one until an empty page (the SDK's own way).
+        for _ in range(_MAX_PAGES - 1):
+            page = page.get_next_page()
+            result, total = self._checked(page, fields)
             items += result
-            total = getattr(page.result_info, "total_count", None)
-            if total is not None and (not isinstance(total, int) or isinstance(total, bool)):
-                raise _Unexpected(f"whose result_info.total_count is {_kind(total)}, not a number")
             if not result or (total is not None and len(items) >= total):
                 return items
-            page = page.get_next_page()
         raise _Unexpected(f"still paging after {_MAX_PAGES} pages")
 
     def zone_for(self, name: str) -> str | None:
@@ -197,7 +250,8 @@ class CloudflareProvider:
 
         def run() -> list[Existing]:
             out: list[Existing] = []
-            for obj in self._all(self.client.dns.records.list(zone_id=zone_id, per_page=_PER_PAGE), _RECORD_FIELDS):
+            for obj in self._all(lambda page: self.client.dns.records.list(
+                    zone_id=zone_id, per_page=_PER_PAGE, page=page), _RECORD_FIELDS):
                 comment = obj.comment or ""
                 other = comment if comment.startswith(OWNER_COMMENT) and comment != self.comment else None
                 out.append(Existing(self._record(obj), comment == self.comment, obj.id, other))
