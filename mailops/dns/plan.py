@@ -125,8 +125,11 @@ def plan_zone(provider, zone: str, desired: list[Record], existing: list[Existin
         claimed.update(in_place)
         present = [existing[i] for i in in_place]
         if provider.rrset_ttl:
-            # One TTL per RRset: share the unmanaged records' TTL rather than rewrite theirs.
-            shared = [e.record.ttl for e in present if not e.owned and e.record.type == slot[1]]
+            # One TTL per RRset: share the TTL of the unmanaged records that stay rather than rewrite
+            # theirs (also of those that do not compete, such as a site verification TXT beside SPF at
+            # the apex; not of those --force replaces).
+            shared = [e.record.ttl for e in existing if not e.owned and e.record.type == slot[1]
+                      and e.record.name == slot[0] and e not in foreign]
             if shared:
                 wanted = [Record(w.name, w.type, w.value, shared[0]) for w in wanted]
         todo = list(wanted)

@@ -77,6 +77,14 @@ def forward_provider(inv, name: str):
     if cfg.type == "cloudflare":
         from mailops.dns.providers.cloudflare import CloudflareProvider
         return CloudflareProvider(name, inv.secret(cfg.api_token), cfg.api_base_url, owner=inv.dns_owner)
+    if cfg.type == "hetzner":
+        from mailops.dns.providers.hetzner import HetznerProvider
+        return HetznerProvider(name, inv.secret(cfg.api_token), cfg.api_base_url, owner=inv.dns_owner)
+    if cfg.type == "route53":
+        from mailops.dns.providers.route53 import Route53Provider
+        keys = (inv.secret(cfg.access_key_id), inv.secret(cfg.secret_access_key)) if cfg.access_key_id else None
+        return Route53Provider(name, keys=keys, region=cfg.region, endpoint_url=cfg.endpoint_url,
+                               zones=cfg.zones, owner=inv.dns_owner)
     from mailops.dns.providers.rfc2136 import Rfc2136Provider
     return Rfc2136Provider(name, server=cfg.server, port=cfg.port, key_name=cfg.tsig_key_name,
                            algorithm=cfg.tsig_algorithm, secret=inv.secret(cfg.tsig_secret), zones=cfg.zones,

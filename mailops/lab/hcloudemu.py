@@ -13,6 +13,24 @@ unchanged (``hcloud.Client(token, api_endpoint=base_url)``):
     GET  /v1/primary_ips/{id}/actions/{action_id}
     GET  /v1/actions/{action_id}          what ``BoundAction.wait_until_finished`` polls
 
+DNS zones (the Cloud API's ``/zones``, which replaced the legacy DNS API), primary mode:
+
+    GET    /v1/zones                      name, mode, label_selector, page, per_page
+    GET    /v1/zones/{id_or_name}
+    GET    /v1/zones/{id_or_name}/rrsets  name, type (repeatable), label_selector, page, per_page
+    POST   /v1/zones/{id_or_name}/rrsets  {"name", "type", "ttl", "labels", "records": [{"value", "comment"}]}
+    GET    /v1/zones/{id_or_name}/rrsets/{name}/{type}
+    DELETE /v1/zones/{id_or_name}/rrsets/{name}/{type}
+    POST   /v1/zones/{id_or_name}/rrsets/{name}/{type}/actions/{set_records|add_records|remove_records|change_ttl}
+
+A zone starts with Hetzner's SOA and three NS RRsets at ``@``.  RRset names are
+relative (``@`` for the apex), lower case; TXT values must be quoted strings of
+at most 255 bytes each, MX/CNAME/NS targets absolute (trailing dot); a CNAME
+shares its name with nothing; creating an existing RRset is 409
+``uniqueness_error``; an RRset with ``protection.change`` is 423 ``protected``.
+Each write is one request and applies at once (there is no multi-RRset
+transaction in the API); its action finishes like ``change_dns_ptr``'s.
+
 As on Hetzner, a server's addresses are Primary IPs: one IPv4 address and one
 IPv6 /64.  The IPv4 PTR starts as ``static.<reversed octets>.clients.your-server.de``
 and ``dns_ptr: null`` resets it to that; IPv6 PTRs are per address inside the
@@ -76,6 +94,35 @@ _IMAGE = {"id": 161547269, "type": "system", "status": "available", "name": "deb
           "labels": {}, "architecture": "x86"}
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_RRSET_NAME = re.compile(r"@|(\*\.)?(?!-)[a-z0-9_-]{1,63}(\.[a-z0-9_-]{1,63})*|\*")
+_RRSET_TYPES = {"A", "AAAA", "CAA", "CNAME", "DS", "HINFO", "HTTPS", "MX", "NS", "PTR", "RP", "SOA", "SRV",
+                "SVCB", "TLSA", "TXT"}
+_TXT_STRINGS = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def _record_problem(rtype: str, value: str) -> str | None:
+    """Why Hetzner would refuse ``value`` for ``rtype`` (the checks mailops' record types meet), or None."""
+    try:
+        if rtype == "A":
+            ipaddress.IPv4Address(value)
+        elif rtype == "AAAA":
+            ipaddress.IPv6Address(value)
+    except ValueError:
+        return f"not an IPv{4 if rtype == 'A' else 6} address"
+    if rtype == "TXT":
+        rest = _TXT_STRINGS.sub("", value).strip()
+        strings = _TXT_STRINGS.findall(value)
+        if rest or not strings:
+            return "TXT values are quoted strings (\"...\" \"...\")"
+        if any(len(s.encode()) > 255 for s in strings):
+            return "a TXT string is longer than 255 bytes; split it into several quoted strings"
+    if rtype in ("CNAME", "NS", "PTR") and not value.endswith("."):
+        return "the target must be absolute (end with a dot)"
+    if rtype == "MX":
+        pref, _, target = value.partition(" ")
+        if not pref.isdigit() or not target.endswith("."):
+            return "an MX value is '<preference> <absolute target with a dot>'"
+    return None
 
 
 class ApiError(Exception):
@@ -135,7 +182,8 @@ class HcloudEmulator:
         self._servers: dict[int, dict[str, Any]] = {}
         self._primary_ips: dict[int, dict[str, Any]] = {}
         self._actions: dict[int, dict[str, Any]] = {}
-        self._faults: list[list[Any]] = []  # [status, count left, retry_after]
+        self._faults: list[list[Any]] = []  # [status, count left, retry_after, method, path part, skip]
+        self._zones: dict[int, dict[str, Any]] = {}
         self._log: list[tuple[str, str, int]] = []
         self._bucket, self._bucket_at = float(RATE_LIMIT_PER_HOUR), time.monotonic()
 
@@ -162,10 +210,43 @@ class HcloudEmulator:
         with self._lock:
             return self._new_primary_ip(ip, name, None)
 
-    def inject_fault(self, status: int, count: int = 1, retry_after: float | None = None) -> None:
-        """Answer the next ``count`` requests with ``status`` in Hetzner's error envelope."""
+    def inject_fault(self, status: int, count: int = 1, retry_after: float | None = None, *,
+                     method: str | None = None, path_contains: str | None = None, skip: int = 0) -> None:
+        """Answer the next ``count`` requests with ``status`` in Hetzner's error envelope; with
+        ``method``/``path_contains`` only matching requests, after letting ``skip`` of them through."""
         with self._lock:
-            self._faults.append([status, count, retry_after])
+            self._faults.append([status, count, retry_after, method, path_contains, skip])
+
+    def add_zone(self, name: str, ttl: int = 3600, labels: dict[str, str] | None = None) -> int:
+        """A primary zone with Hetzner's default SOA and NS RRsets; returns its id."""
+        with self._lock:
+            zone_id = next(self._ids)
+            ns = ["hydrogen.ns.hetzner.com.", "oxygen.ns.hetzner.com.", "helium.ns.hetzner.de."]
+            self._zones[zone_id] = {
+                "id": zone_id, "name": name.lower().rstrip("."), "ttl": ttl, "labels": dict(labels or {}),
+                "created": _now(), "ns": ns, "rrsets": {
+                    ("@", "SOA"): {"ttl": None, "labels": {}, "protection": {"change": False}, "records": [
+                        {"value": f"{ns[0]} dns.hetzner.com. 2026010100 86400 10800 3600000 3600",
+                         "comment": None}]},
+                    ("@", "NS"): {"ttl": None, "labels": {}, "protection": {"change": False},
+                                  "records": [{"value": n, "comment": None} for n in ns]}}}
+            return zone_id
+
+    def rrsets(self, zone: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """A deep copy of a zone's RRsets by (name, type), for tests (no HTTP)."""
+        with self._lock:
+            found = next(z for z in self._zones.values() if z["name"] == zone)
+            return {
+                k: {"ttl": v["ttl"], "labels": dict(v["labels"]), "protection": dict(v["protection"]),
+                    "records": [dict(r) for r in v["records"]]} for k, v in found["rrsets"].items()}
+
+    def put_rrset(self, zone: str, name: str, rtype: str, values: list[str], ttl: int | None = None,
+                  comment: str | None = None, protected: bool = False) -> None:
+        """Someone else's RRset, written as the console would (for tests; no HTTP)."""
+        with self._lock:
+            found = next(z for z in self._zones.values() if z["name"] == zone)
+            found["rrsets"][(name, rtype)] = {"ttl": ttl, "labels": {}, "protection": {"change": protected},
+                                              "records": [{"value": v, "comment": comment} for v in values]}
 
     def request_count(self) -> int:
         with self._lock:
@@ -243,7 +324,7 @@ class HcloudEmulator:
         with self._lock:
             within_limit, rate_headers = self._spend_rate_limit()
             try:
-                self._gate(headers, within_limit)
+                self._gate(headers, within_limit, method, url.path)
                 status, payload = self._route(method, url.path, parse_qs(url.query), body)
                 extra: dict[str, str] = {}
             except ApiError as exc:
@@ -264,14 +345,17 @@ class HcloudEmulator:
             "RateLimit-Limit": str(RATE_LIMIT_PER_HOUR), "RateLimit-Remaining": str(int(self._bucket)),
             "RateLimit-Reset": str(math.ceil(time.time() + RATE_LIMIT_PER_HOUR - self._bucket))}
 
-    def _gate(self, headers: dict[str, str], within_limit: bool) -> None:
+    def _gate(self, headers: dict[str, str], within_limit: bool, method: str = "", path: str = "") -> None:
         """Injected faults, then the rate limit (Hetzner limits unauthenticated calls too), then the token."""
-        if self._faults:
-            fault = self._faults[0]
+        fault = next((f for f in self._faults if (f[3] is None or f[3] == method)
+                      and (f[4] is None or f[4] in path)), None)
+        if fault is not None and fault[5] > 0:
+            fault[5] -= 1  # let this one through
+        elif fault is not None:
             status, retry_after = fault[0], fault[2]
             fault[1] -= 1
             if fault[1] <= 0:
-                self._faults.pop(0)
+                self._faults.remove(fault)
             code, message = FAULT_CODES.get(status, ("server_error", HTTPStatus(status).phrase.lower()))
             extra = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
             if status == 429:
@@ -293,6 +377,8 @@ class HcloudEmulator:
         owners = {"servers": self._servers, "primary_ips": self._primary_ips}
         if method == "GET" and kind == "actions" and len(rest) == 1:
             return 200, {"action": self._poll_action(self._number(rest[0]), None)}
+        if kind == "zones":
+            return self._zones_route(method, rest, query, body)
         if kind not in owners:
             raise ApiError(404, *FAULT_CODES[404])
         if method == "GET" and not rest:
@@ -309,6 +395,176 @@ class HcloudEmulator:
         if method == "POST" and rest[1:] == ["actions", "change_dns_ptr"]:
             return 201, {"action": self._change_dns_ptr(kind, resource, body)}
         raise ApiError(404, *FAULT_CODES[404])
+
+    # --- zones ---------------------------------------------------------------
+
+    def _zone_json(self, zone: dict[str, Any]) -> dict[str, Any]:
+        return {"id": zone["id"], "name": zone["name"], "created": zone["created"], "mode": "primary",
+                "ttl": zone["ttl"], "labels": zone["labels"], "protection": {"delete": False}, "status": "ok",
+                "record_count": sum(len(r["records"]) for r in zone["rrsets"].values()), "registrar": "other",
+                "primary_nameservers": [],
+                "authoritative_nameservers": {"assigned": zone["ns"], "delegated": [],
+                                              "delegation_last_check": None, "delegation_status": "unknown"}}
+
+    @staticmethod
+    def _rrset_json(zone: dict[str, Any], key: tuple[str, str]) -> dict[str, Any]:
+        rrset = zone["rrsets"][key]
+        return {"id": f"{key[0]}/{key[1]}", "name": key[0], "type": key[1], "ttl": rrset["ttl"],
+                "labels": rrset["labels"], "protection": rrset["protection"],
+                "records": [dict(r) for r in rrset["records"]], "zone": zone["id"]}
+
+    @staticmethod
+    def _page(kind: str, items: list[Any], query: dict[str, list[str]]) -> dict[str, Any]:
+        def positive(name: str, default: int) -> int:
+            text = query.get(name, [None])[-1]
+            if text is None:
+                return default
+            if not text.isdigit() or int(text) < 1:
+                raise _invalid(name, "must be a positive integer")
+            return int(text)
+        page, per_page = positive("page", 1), min(positive("per_page", DEFAULT_PER_PAGE), MAX_PER_PAGE)
+        last_page = max(1, math.ceil(len(items) / per_page))
+        return {kind: items[(page - 1) * per_page: page * per_page], "meta": {"pagination": {
+            "page": page, "per_page": per_page, "previous_page": page - 1 if page > 1 else None,
+            "next_page": page + 1 if page < last_page else None, "last_page": last_page,
+            "total_entries": len(items)}}}
+
+    def _zone_action(self, zone: dict[str, Any], command: str) -> dict[str, Any]:
+        """The action of an RRset write (already applied: it only reports), finishing like change_dns_ptr's."""
+        action_id = next(self._ids)
+        action = {"id": action_id, "command": command, "status": "running", "progress": 0, "started": _now(),
+                  "finished": None, "error": None, "resources": [{"id": zone["id"], "type": "zone"}],
+                  "_polls_left": self.action_polls, "_apply": lambda: None}
+        self._actions[action_id] = action
+        if self.action_polls <= 0:
+            self._finish(action)
+        return self._action_json(action)
+
+    def _zones_route(self, method: str, rest: list[str], query: dict[str, list[str]],
+                     body: bytes) -> tuple[int, dict[str, Any]]:
+        if not rest:
+            if method != "GET":
+                raise ApiError(404, *FAULT_CODES[404])
+            zones = list(self._zones.values())
+            if (name := query.get("name", [None])[-1]) is not None:
+                zones = [z for z in zones if z["name"] == name.lower().rstrip(".")]
+            if (mode := query.get("mode", [None])[-1]) is not None and mode != "primary":
+                zones = []
+            if (selector := query.get("label_selector", [None])[-1]) is not None:
+                zones = [z for z in zones if _label_matches(z["labels"], selector)]
+            return 200, self._page("zones", [self._zone_json(z) for z in zones], query)
+        zone = next((z for z in self._zones.values() if str(z["id"]) == rest[0] or z["name"] == rest[0]), None)
+        if zone is None:
+            raise ApiError(404, "not_found", f"zone with ID or name '{rest[0]}' not found")
+        if method == "GET" and len(rest) == 1:
+            return 200, {"zone": self._zone_json(zone)}
+        if method == "GET" and len(rest) == 3 and rest[1] == "actions":
+            return 200, {"action": self._poll_action(self._number(rest[2]), (zone["id"], "zone"))}
+        if rest[1:2] != ["rrsets"]:
+            raise ApiError(404, *FAULT_CODES[404])
+        if len(rest) == 2 and method == "GET":
+            keys = sorted(zone["rrsets"])
+            if (name := query.get("name", [None])[-1]) is not None:
+                keys = [k for k in keys if k[0] == name]
+            if types := query.get("type"):
+                keys = [k for k in keys if k[1] in types]
+            if (selector := query.get("label_selector", [None])[-1]) is not None:
+                keys = [k for k in keys if _label_matches(zone["rrsets"][k]["labels"], selector)]
+            return 200, self._page("rrsets", [self._rrset_json(zone, k) for k in keys], query)
+        data = self._json_object(body) if method == "POST" else {}
+        if len(rest) == 2 and method == "POST":
+            name, rtype = data.get("name"), data.get("type")
+            if not isinstance(name, str) or not _RRSET_NAME.fullmatch(name):
+                raise _invalid("name", f"{name!r} is not a lower case name relative to the zone ('@' for the apex)")
+            if rtype not in _RRSET_TYPES or rtype == "SOA":
+                raise _invalid("type", f"{rtype!r} is not a type an RRset can be created with")
+            if (name, rtype) in zone["rrsets"]:
+                raise ApiError(409, "uniqueness_error", f"RRSet {name}/{rtype} already exists")
+            others = {t for n, t in zone["rrsets"] if n == name}
+            if others and (rtype == "CNAME" or "CNAME" in others):
+                raise _invalid("type", f"a CNAME cannot share the name {name!r} with other records")
+            records = self._records(data.get("records"), rtype)
+            if not records:
+                raise _invalid("records", "must hold at least one record")
+            zone["rrsets"][(name, rtype)] = {"ttl": self._ttl(data.get("ttl")), "labels": data.get("labels") or {},
+                                             "protection": {"change": False}, "records": records}
+            return 201, {"rrset": self._rrset_json(zone, (name, rtype)),
+                         "action": self._zone_action(zone, "create_rrset")}
+        key = (rest[2], rest[3]) if len(rest) >= 4 else None
+        if key is None or key not in zone["rrsets"]:
+            raise ApiError(404, "not_found", f"RRSet {'/'.join(rest[2:4])} not found")
+        rrset = zone["rrsets"][key]
+        if len(rest) == 4 and method == "GET":
+            return 200, {"rrset": self._rrset_json(zone, key)}
+        if rrset["protection"]["change"]:
+            raise ApiError(423, "protected", f"RRSet {key[0]}/{key[1]} is protected against changes")
+        if len(rest) == 4 and method == "DELETE":
+            if key == ("@", "NS"):
+                raise _invalid("type", "the apex NS RRset cannot be deleted")
+            del zone["rrsets"][key]
+            return 201, {"action": self._zone_action(zone, "delete_rrset")}
+        if len(rest) != 6 or rest[4] != "actions" or method != "POST":
+            raise ApiError(404, *FAULT_CODES[404])
+        verb = rest[5]
+        if verb == "change_ttl":
+            if "ttl" not in data:
+                raise _invalid("ttl", "is required")
+            rrset["ttl"] = self._ttl(data["ttl"])
+        elif verb in ("set_records", "add_records", "remove_records"):
+            records = self._records(data.get("records"), key[1])
+            if verb == "set_records":
+                new = records
+            elif verb == "add_records":
+                new = rrset["records"] + [r for r in records
+                                          if r["value"] not in {o["value"] for o in rrset["records"]}]
+                if "ttl" in data:
+                    rrset["ttl"] = self._ttl(data["ttl"])
+            else:
+                gone = {r["value"] for r in records}
+                new = [r for r in rrset["records"] if r["value"] not in gone]
+            if not new and verb == "set_records":
+                raise _invalid("records", "must hold at least one record; delete the RRSet instead")
+            if new:
+                rrset["records"] = new
+            else:
+                del zone["rrsets"][key]  # removing the last record removes the RRset
+        else:
+            raise ApiError(404, *FAULT_CODES[404])
+        return 201, {"action": self._zone_action(zone, f"{verb}")}
+
+    @staticmethod
+    def _json_object(body: bytes) -> dict[str, Any]:
+        try:
+            data = json.loads(body or b"null")
+        except ValueError:
+            raise ApiError(400, "json_error", "invalid JSON in request body") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "json_error", "request body must be a JSON object")
+        return data
+
+    @staticmethod
+    def _ttl(ttl: Any) -> int | None:
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or not 60 <= ttl <= 2147483647):
+            raise _invalid("ttl", f"{ttl!r} is not a TTL between 60 and 2147483647 (or null for the zone's)")
+        return ttl
+
+    @staticmethod
+    def _records(raw: Any, rtype: str) -> list[dict[str, Any]]:
+        if not isinstance(raw, list):
+            raise _invalid("records", "must be a list of {value, comment}")
+        out: list[dict[str, Any]] = []
+        for item in raw:
+            value = item.get("value") if isinstance(item, dict) else None
+            comment = item.get("comment") if isinstance(item, dict) else None
+            if not isinstance(value, str) or not value or (comment is not None and not isinstance(comment, str)):
+                raise _invalid("records", f"{item!r} is not a record with a value and an optional comment")
+            problem = _record_problem(rtype, value)
+            if problem:
+                raise _invalid("records", f"{value!r}: {problem}")
+            if value in {o["value"] for o in out}:
+                raise _invalid("records", f"{value!r} is listed twice")
+            out.append({"value": value, "comment": comment})
+        return out
 
     @staticmethod
     def _number(text: str) -> int:
