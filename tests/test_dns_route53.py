@@ -300,3 +300,20 @@ def test_inventory_check_resolves_the_key_references_and_wants_both(tmp_path):
         s["mailops_dns_providers"]["half"] = {"type": "route53", "access_key_id": {"env": "X"}}
     _, problems = load_inventory(copy_inventory(tmp_path / "inv2", settings=half))
     assert any("half" in str(p) and "set both access_key_id and secret_access_key" in str(p) for p in problems)
+
+
+def test_a_change_set_beyond_one_batch_is_split_and_each_batch_carries_its_registry(aws, tmp_path, keystore,
+                                                                                     monkeypatch):
+    from mailops.dns.providers import route53
+    client, zone_id, url = aws
+    monkeypatch.setattr(route53, "MAX_VALUES", 203)  # 3 values per batch (200 kept for the registry)
+    inv = inventory(tmp_path, url)
+    first, providers = sync(inv, keystore)
+    creates = len(rows(first))
+    assert creates >= 6
+    # zones, records, then one batch per 3 record values (the SPF joining the apex TXT counts 2)
+    assert providers.requests()["r53"] >= 2 + creates // 3
+    owned = registry(client, zone_id)
+    assert {e.split()[0] for e in owned} >= {"A", "AAAA", "MX", "TXT"}
+    assert len(owned) == creates
+    assert plan(inv, keystore)[0].pending == 0
