@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import uuid
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
-from pathlib import Path
 
 import dkim
 import pytest
@@ -384,7 +384,9 @@ def test_complaint_rate_lines(complaints, status):
 def test_complaint_rate_is_unknown_without_data():
     off = req.complaints_row(DOMAIN, None, "the return path is off (mailops_return_path)")
     nothing = req.complaints_row(DOMAIN, report(("news.test", "2026-12-05", 1, 100)))
-    assert off.status == nothing.status == "inconclusive"
+    few = req.complaints_row(DOMAIN, report((DOMAIN, "2026-12-05", 0, 3)))
+    assert off.status == nothing.status == few.status == "inconclusive"
+    assert "3 message(s) of shop.test sent in 7 days (0 complaint(s)), too few" in few.detail
     assert off.detail.startswith("unknown: the return path is off") and nothing.detail.startswith("unknown: no mail")
 
 
@@ -444,3 +446,154 @@ def test_no_bulk_user_makes_every_sending_row_name_the_setting(tmp_path):
         if r.name in req.SENDING_ROWS:
             assert "set stream: bulk on the submission user that sends the newsletters" in r.detail
     assert "return path is off" in next(r for r in rows if r.name == "complaints.rate").detail
+
+
+# --- the lab: vps11 (mta11.shop.test) sends to the lab receiver --------------------------------------
+
+LAB_NUMBER = 11
+LAB_FQDN = f"mta{LAB_NUMBER}.shop.test"
+BULK = "news@shop.test"
+OPENDKIM_CONF = "/etc/opendkim.conf"
+
+
+class LabSender:
+    """vps11 converged by the mail roles (sasl, opendkim, postfix) with a stream: bulk user, shop.test's
+    records in the lab BIND, the lab receiver's Maildir as the seed mailbox."""
+
+    def __init__(self, lab_cfg, work):
+        from mailops.lab import core
+        from tests.mailhost import MailHost, new_password
+
+        self.lab_cfg, self.core = lab_cfg, core
+        password = new_password("news")
+        secret = work / "inventory" / "secrets" / "news.password"
+        self.maildir = core.machine_root(lab_cfg, "mx") / "var/mail/vhosts/inbox.test/Maildir"
+        self.host = MailHost(lab_cfg, work, LAB_NUMBER, selectors={"mo-reqtest-a": "active"},
+                             users=[{"login": BULK, "password": {"file": str(secret)}, "stream": "bulk"}],
+                             passwords={BULK: password}, group_vars={
+                                 "mailops_dns_resolvers": [lab_cfg.gateway_ipv4],
+                                 "mailops_verify": {"ca_bundle": str(work / "tls" / "fullchain.pem"), "mailboxes": [
+                                     {"name": "lab", "recipient": "verify@inbox.test", "authserv_id": AUTHSERV,
+                                      "maildir": str(self.maildir)}]}})
+        self.host.converge()
+        # the stand-in certificate is new on each run: the smtpd processes still running serve the old one
+        self.host.ssh("postfix reload")
+        self.inv = load(self.host.inv)
+
+    def check(self, sample: bytes | None) -> dict[str, CheckResult]:
+        rows = req.check(self.inv, None, [DOMAIN], sample=sample)
+        assert all(r.subject == DOMAIN and r.group == "requirements" for r in rows)
+        return {r.name: r for r in rows}
+
+    def in_maildir(self, token: str) -> list[str]:
+        found = []
+        for sub in ("new", "cur"):
+            for path in (self.maildir / sub).iterdir():
+                try:
+                    if token.encode() in path.read_bytes():
+                        found.append(path.name)
+                except OSError:
+                    continue
+        return found
+
+    def dmarc_record(self) -> list[str]:
+        from mailops.dns.sync import DnsReader
+        return sorted(DnsReader([self.lab_cfg.gateway_ipv4]).values(self.lab_cfg.gateway_ipv4,
+                                                                    f"_dmarc.{DOMAIN}", "TXT") or [])
+
+    def set_dmarc(self, values: list[str]) -> None:
+        """Replace the TXT RRset at _dmarc.shop.test in the lab BIND (none: delete it)."""
+        from mailops.lab import dns as labdns
+        name = f"_dmarc.{DOMAIN}."
+        labdns.update(self.core.dns_config(self.lab_cfg), f"{DOMAIN}.", delete=[(name, "TXT")],
+                      add=[(name, "TXT", v, 60) for v in values])
+
+
+@pytest.fixture(scope="module")
+def lab_sender(lab_cfg, tmp_path_factory):
+    from tests.mailhost import ensure_lab_vps
+    ensure_lab_vps(lab_cfg, LAB_NUMBER)
+    return LabSender(lab_cfg, tmp_path_factory.mktemp("requirements"))
+
+
+def newsletter(token: str, *, one_click: bool = True) -> bytes:
+    msg = message(unsubscribe=f"<https://shop.test/unsubscribe/{token}>" if one_click else None,
+                  post="List-Unsubscribe=One-Click" if one_click else None, sender=f"Shop News <{BULK}>")
+    msg.replace_header("Subject", f"newsletter {token}")
+    return wire(msg)
+
+
+def not_passing(rows: dict[str, CheckResult]) -> dict[str, str]:
+    return {n: f"{r.status}: {r.detail}" for n, r in rows.items() if r.status != "pass"}
+
+
+@pytest.mark.lab
+def test_lab_a_one_click_newsletter_meets_every_requirement(lab_sender):
+    token = uuid.uuid4().hex
+    rows = lab_sender.check(newsletter(token))
+    assert [n for n in rows if n in req.ROWS] == list(req.ROWS)
+    assert not_passing(rows) == {"complaints.rate": f"inconclusive: {rows['complaints.rate'].detail}"}, \
+        not_passing(rows)
+    assert "return path is off" in rows["complaints.rate"].detail
+    assert "2048-bit RSA" in rows["dkim.key-bits"].detail and "s=mo-reqtest-a" in rows["dkim.key-bits"].detail
+    assert "TLSv1" in rows["tls.to-receiver"].detail
+    assert "198.51.100.21 -> mta11.shop.test" in rows["ptr.fcrdns"].detail
+    assert "2001:db8:51::21 -> mta11.shop.test" in rows["ptr.fcrdns"].detail
+    assert f"https://shop.test/unsubscribe/{token}" in rows["list-unsubscribe.https"].detail
+    assert rows["live-send"].status == "pass" and "into INBOX" in rows["live-send"].detail
+    assert "live-send.cleanup" not in rows
+    assert lab_sender.in_maildir(token) == []  # the test message is gone
+
+
+@pytest.mark.lab
+def test_lab_without_a_sample_the_server_is_judged_with_verifys_own_headers(lab_sender):
+    rows = lab_sender.check(None)
+    assert rows["list-unsubscribe.https"].status == rows["list-unsubscribe.one-click"].status == "inconclusive"
+    assert rows["list-unsubscribe.signed"].status == "pass"
+    assert "verify's own" in rows["list-unsubscribe.signed"].detail
+    assert set(not_passing(rows)) == {"list-unsubscribe.https", "list-unsubscribe.one-click", "complaints.rate"}
+
+
+@pytest.mark.lab
+def test_lab_a_newsletter_without_the_headers_names_both_rows(lab_sender):
+    token = uuid.uuid4().hex
+    rows = lab_sender.check(newsletter(token, one_click=False))
+    assert {n: r.status for n, r in rows.items() if r.status == "fail"} == {
+        "list-unsubscribe.https": "fail", "list-unsubscribe.one-click": "fail"}, not_passing(rows)
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in rows["list-unsubscribe.one-click"].fix
+    assert lab_sender.in_maildir(token) == []
+
+
+@pytest.mark.lab
+def test_lab_list_unsubscribe_post_not_signed_by_opendkim(lab_sender):
+    host = lab_sender.host
+    host.ssh(f"cp -p {OPENDKIM_CONF} /root/opendkim.conf.before-requirements && "
+             f"sed -i -E '/^SignHeaders/s/,List-Unsubscribe-Post//' {OPENDKIM_CONF} && "
+             f"grep -q '^SignHeaders.*List-Unsubscribe,' {OPENDKIM_CONF} && "
+             f"! grep -q '^SignHeaders.*List-Unsubscribe-Post' {OPENDKIM_CONF} && systemctl restart opendkim")
+    try:
+        rows = lab_sender.check(newsletter(uuid.uuid4().hex))
+    finally:
+        host.ssh(f"cp -p /root/opendkim.conf.before-requirements {OPENDKIM_CONF} && systemctl restart opendkim")
+    row = rows["list-unsubscribe.signed"]
+    assert row.status == "fail", not_passing(rows)
+    assert row.detail.startswith("List-Unsubscribe-Post not in h= of the signature d=shop.test s=mo-reqtest-a")
+    assert set(n for n, r in rows.items() if r.status == "fail") == {"list-unsubscribe.signed"}, not_passing(rows)
+    assert lab_sender.check(newsletter(uuid.uuid4().hex))["list-unsubscribe.signed"].status == "pass"
+
+
+@pytest.mark.lab
+def test_lab_dmarc_record_removed_from_dns(lab_sender):
+    before = lab_sender.dmarc_record()
+    assert before, "the converge published a DMARC record for shop.test"
+    lab_sender.set_dmarc([])
+    try:
+        rows = lab_sender.check(newsletter(uuid.uuid4().hex))
+    finally:
+        lab_sender.set_dmarc(before)
+    assert lab_sender.dmarc_record() == before
+    row = rows["dmarc.record"]
+    assert row.status == "fail" and "no DMARC record at _dmarc.shop.test" in row.detail, not_passing(rows)
+    assert "mailops dns sync --apply" in row.fix
+    assert set(n for n, r in rows.items() if r.status == "fail") == {"dmarc.record"}, not_passing(rows)
+    assert lab_sender.check(newsletter(uuid.uuid4().hex))["dmarc.record"].status == "pass"

@@ -42,7 +42,8 @@ ROWS = ("spf.pass", "dkim.pass", "dkim.key-bits", "dmarc.record", "dmarc.aligned
 SENDING_ROWS = tuple(r for r in ROWS if r not in ("dmarc.record", "ptr.fcrdns", "complaints.rate"))
 
 PROVIDER_MIN_BITS, MAILOPS_MIN_BITS = 1024, dkim_kind.MIN_RSA_BITS
-COMPLAINT_DAYS = 7                        # the window complaints.rate judges
+COMPLAINT_DAYS = 7                        # the window complaints.rate judges...
+COMPLAINT_MIN_SENT = 100                  # ...when this much was sent in it (a few test messages prove nothing)
 PSL = Path("/usr/share/publicsuffix/public_suffix_list.dat")   # Debian package publicsuffix
 SYNC = "mailops dns sync --apply"
 # RFC 5322 3.6: fields that may appear at most once (Date and From exactly once).
@@ -475,7 +476,7 @@ def fcrdns_row(domain: str, per_address: list[CheckResult]) -> CheckResult:
 
 def complaints_row(domain: str, report: dict | None, why: str | None = None) -> CheckResult:
     """complaints.rate over the report's days (mailops.ops.returnpath.complaints_report rows):
-    < 0.1 % pass, 0.1-0.3 % warn, >= 0.3 % fail; nothing sent or no report: unknown."""
+    < 0.1 % pass, 0.1-0.3 % warn, >= 0.3 % fail; no report or too little sent: unknown."""
     name = "complaints.rate"
     if report is None:
         return row(name, domain, "inconclusive", f"unknown: {why}")
@@ -485,6 +486,9 @@ def complaints_row(domain: str, report: dict | None, why: str | None = None) -> 
     if not sent:
         return row(name, domain, "inconclusive", f"unknown: no mail of {domain} in the delivery log of the last "
                    f"{COMPLAINT_DAYS} days" + (f" ({len(gone)} host(s) unreachable)" if gone else ""))
+    if sent < COMPLAINT_MIN_SENT:
+        return row(name, domain, "inconclusive", f"unknown: {sent} message(s) of {domain} sent in {COMPLAINT_DAYS} "
+                   f"days ({complaints} complaint(s)), too few to judge a rate (at least {COMPLAINT_MIN_SENT})")
     rate = complaints / sent
     worst = max((r for r in rows if r["rate"] is not None), key=lambda r: r["rate"])
     detail = (f"{complaints} complaint(s) / {sent} sent in {COMPLAINT_DAYS} days = {rate:.3%} "
