@@ -26,6 +26,7 @@ from mailops.inventory import load
 from mailops.verify import requirements as req
 from mailops.verify.result import CheckResult
 from tests.helpers import copy_inventory
+from tests.test_returnpath_controller import world  # noqa: F401 - the return path's two-host fixture
 
 DOMAIN = "shop.test"
 AUTHSERV = "mx.inbox.test"
@@ -390,6 +391,31 @@ def test_complaint_rate_is_unknown_without_data():
     assert off.detail.startswith("unknown: the return path is off") and nothing.detail.startswith("unknown: no mail")
 
 
+@pytest.mark.parametrize(("sent", "status"), [(2000, "pass"), (400, "warn"), (300, "fail")])
+def test_complaint_rate_from_the_return_paths_real_reports(world, tmp_path, sent, status):
+    """One ARF complaint received by a host's return path, against ``sent`` deliveries in its log."""
+    from datetime import datetime, timedelta, timezone
+
+    from mailops.ops.returnpath import complaint_rates
+    from tests.test_returnpath_controller import deliver as receive_on_host
+    from tests.test_returnpath_messages import arf
+    inv, runner, states = world
+    receive_on_host(states[inv.hosts[0].name], arf(), "abuse@shop.test", "feedback@fbl.example.org")
+    now = datetime.now(timezone.utc)
+    ts = now.strftime("%Y-%m-%dT%H:%M:%S+0000")
+    lines = []
+    for i in range(sent):
+        lines.append(f"{ts} mta1 postfix/qmgr[900]: 4Q{i:08X}: from=<news@shop.test>, size=4211, nrcpt=1 (queue active)")
+        lines.append(f"{ts} mta1 postfix/smtp[3120]: 4Q{i:08X}: to=<u{i}@inbox.test>, relay=mx.inbox.test"
+                     "[198.51.100.2]:25, delay=0.5, delays=0.1/0/0.2/0.2, dsn=2.0.0, status=sent (250 ok)")
+    log = tmp_path / "mail.log"
+    log.write_text("\n".join(lines) + "\n")
+    data = complaint_rates(inv, inv.hosts, runner, since=now - timedelta(days=req.COMPLAINT_DAYS), local_log=log)
+    row = req.complaints_row(DOMAIN, data)
+    assert row.status == status, row
+    assert f"1 complaint(s) / {sent} sent in 7 days" in row.detail
+
+
 # --- what is sent ------------------------------------------------------------------------------------
 
 def test_a_sample_keeps_its_from_and_body_and_loses_an_earlier_trip(keys):
@@ -597,3 +623,19 @@ def test_lab_dmarc_record_removed_from_dns(lab_sender):
     assert "mailops dns sync --apply" in row.fix
     assert set(n for n, r in rows.items() if r.status == "fail") == {"dmarc.record"}, not_passing(rows)
     assert lab_sender.check(newsletter(uuid.uuid4().hex))["dmarc.record"].status == "pass"
+
+
+@pytest.mark.lab
+def test_lab_the_cli_prints_the_table_from_a_sample_file(lab_sender, tmp_path):
+    import json
+
+    from tests.helpers import mailops
+    sample = tmp_path / "newsletter.eml"
+    sample.write_bytes(newsletter(uuid.uuid4().hex))
+    proc = mailops("verify", "-i", str(lab_sender.host.inv), "--only", "requirements", "--domain", DOMAIN,
+                   "--sample", str(sample), "--json")
+    report = json.loads(proc.stdout)
+    assert report["ok"] and report["counts"]["fail"] == 0, report
+    rows = {r["name"]: r["status"] for r in report["results"]}
+    assert [n for n in rows if n in req.ROWS] == list(req.ROWS)
+    assert rows["list-unsubscribe.one-click"] == "pass" and rows["complaints.rate"] == "inconclusive"
