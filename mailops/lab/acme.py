@@ -23,7 +23,6 @@ config path): nothing is ever killed by name.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import json
 import os
@@ -104,90 +103,12 @@ def _server_names(cfg: AcmeConfig) -> tuple[list, list]:
 
 def _ensure_https_cert(cfg: AcmeConfig) -> None:
     """Create the HTTPS CA (once) and a server certificate for cfg.listen (when missing or stale)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from mailops.lab import pki
 
     d = cfg.state_dir
-    d.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    pem = serialization.Encoding.PEM
-    pkcs8 = serialization.PrivateFormat.PKCS8
-    nocrypt = serialization.NoEncryption()
-
-    def write_key(path: Path, key) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key.private_bytes(pem, pkcs8, nocrypt))
-
-    ca_cert_path, ca_key_path = d / CA_CERT_NAME, d / CA_KEY_NAME
-    ca_cert = ca_key = None
-    if ca_cert_path.exists() and ca_key_path.exists():
-        try:
-            ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
-            ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
-            if ca_cert.not_valid_after_utc < now + datetime.timedelta(days=30):
-                ca_cert = None
-        except (ValueError, TypeError):
-            ca_cert = None
-    fresh_ca = ca_cert is None
-    if fresh_ca:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailops lab ACME server HTTPS CA"),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailops lab")])
-        ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-        ca_cert = (x509.CertificateBuilder()
-                   .subject_name(name).issuer_name(name)
-                   .public_key(ca_key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(hours=1))
-                   .not_valid_after(now + datetime.timedelta(days=3650))
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                   .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                                content_commitment=False, key_encipherment=False,
-                                                data_encipherment=False, key_agreement=False,
-                                                encipher_only=False, decipher_only=False), critical=True)
-                   .add_extension(ski, critical=False)
-                   .sign(ca_key, hashes.SHA256()))
-        write_key(ca_key_path, ca_key)
-        ca_cert_path.write_bytes(ca_cert.public_bytes(pem))
-
-    cert_path, key_path = d / SERVER_CERT_NAME, d / SERVER_KEY_NAME
+    ca = pki.ensure_ca(d / CA_CERT_NAME, d / CA_KEY_NAME, "mailops lab ACME server HTTPS CA")
     ips, names = _server_names(cfg)
-    if not fresh_ca and cert_path.exists() and key_path.exists():
-        try:
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            if (cert.issuer == ca_cert.subject
-                    and set(ips) <= set(san.get_values_for_type(x509.IPAddress))
-                    and set(names) <= set(san.get_values_for_type(x509.DNSName))
-                    and cert.not_valid_after_utc > now + datetime.timedelta(days=30)):
-                return
-        except (ValueError, x509.ExtensionNotFound):
-            pass
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=825))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]
-                                                       + [x509.IPAddress(i) for i in ips]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    write_key(key_path, key)
-    cert_path.write_bytes(cert.public_bytes(pem))
+    pki.ensure_server_cert(d / SERVER_CERT_NAME, d / SERVER_KEY_NAME, ca, names=names, ips=ips)
 
 
 def server_ca_bundle(cfg: AcmeConfig) -> Path:

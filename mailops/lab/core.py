@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from mailops.errors import MailopsError
-from mailops.lab import dns, image, machine, net, receiver, services
+from mailops.lab import dns, image, machine, mailbox, net, receiver, services
 from mailops.lab.config import LAB_ZONE, LabConfig, Machine
 # The services' configurations are in services.py; many callers know them as core.*.
 from mailops.lab.services import acme_config, cloudflare_config, dns_config  # noqa: F401
@@ -141,6 +141,7 @@ def up(cfg: LabConfig | None = None, vps: int = 1, log: Log = _quiet) -> UpResul
             step = "preparing the lab SSH key and secrets"
             pubkey = _ensure_ssh_key(cfg)
             _ensure_lab_secrets(cfg)
+            mailbox.ensure_certificate(cfg, cfg.receiver)
 
             for service in services.SERVICES:
                 step = service.step
@@ -216,15 +217,16 @@ LAB_SUBMISSION_USERS = ("alice", "news")
 
 
 def _ensure_lab_secrets(cfg: LabConfig) -> None:
-    """Random passwords for the lab inventory's submission users and the return-path key, 0600,
-    never printed."""
+    """Random passwords for the lab inventory's submission users and the receiver's IMAP logins,
+    and the return-path key, 0600, never printed."""
     import secrets as _secrets
 
     sdir = cfg.state_dir / "secrets"
     sdir.mkdir(parents=True, exist_ok=True)
     sdir.chmod(0o700)
-    for user in LAB_SUBMISSION_USERS:
-        path = sdir / f"{user}.password"
+    paths = [sdir / f"{user}.password" for user in LAB_SUBMISSION_USERS]
+    paths += [mailbox.password_path(cfg, login) for login in mailbox.IMAP_LOGINS]
+    for path in paths:
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -254,11 +256,11 @@ def _wait_receiver(cfg: LabConfig, m: dict, timeout: float = 60) -> None:
     if not wait_tcp(m["ipv4"], 25, timeout):
         raise MailopsError(f"the receiving host {m['fqdn']} does not accept SMTP on {m['ipv4']}:25; "
                            f"see `mailops lab ssh {m['name']}` and journalctl -u postfix")
-    # the milters must be up too, or the first message would be tempfailed
+    # the milters and Dovecot (LMTP) must be up too, or the first message would be tempfailed
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         out = machine.nsenter(m["leader_pid"], "systemctl", "is-active", "postfix", "opendkim", "opendmarc",
-                              check=False).stdout.split()
+                              "dovecot", check=False).stdout.split()
         if out and all(s == "active" for s in out):
             return
         time.sleep(0.5)

@@ -2,7 +2,8 @@
 
 * ``base``: what a new cloud server has: systemd, SSH and python3, nothing else.
 * ``receiver``: base plus the receiving MTA stack (Postfix, OpenDKIM in verify
-  mode, OpenDMARC, the SPF policy daemon).
+  mode, OpenDMARC, the SPF policy daemon) and the mailbox side (Dovecot IMAP,
+  LMTP and Sieve).
 
 Images are built into a temporary directory and renamed into place, so an
 interrupted build never leaves a half image that later runs would trust.
@@ -22,8 +23,10 @@ from mailops.lab.system import run
 
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "iproute2")
 RECEIVER_PACKAGES = ("postfix", "opendkim", "opendkim-tools", "opendmarc", "postfix-policyd-spf-python",
-                     "bind9-dnsutils")
-IMAGE_VERSION = 1  # bump when what goes into an image changes
+                     "bind9-dnsutils",
+                     # the mailbox side: IMAP for verify's seed mailbox, LMTP + Sieve to file into Junk
+                     "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve")
+IMAGE_VERSION = 2  # bump when what goes into an image changes
 MARKER = ".mailops-image.json"
 
 
@@ -104,7 +107,7 @@ def build_receiver(cfg: LabConfig, log) -> dict:
     tmp = cfg.images_dir / f".{cfg.suite}-receiver.building"
     shutil.rmtree(tmp, ignore_errors=True)
     started = time.monotonic()
-    log("building the receiving-host image (postfix, opendkim, opendmarc, policyd-spf)")
+    log("building the receiving-host image (postfix, opendkim, opendmarc, policyd-spf, dovecot)")
     try:
         run(["cp", "-a", str(base), str(tmp)], "copying the base image")
         (tmp / MARKER).unlink(missing_ok=True)

@@ -5,9 +5,17 @@ IPv6), OpenDKIM verifying signatures, the SPF policy daemon checking the
 envelope sender, and OpenDMARC evaluating alignment, each against the lab DNS.
 Their verdicts are stamped as ``Authentication-Results: mx.inbox.test; ...``
 and every message for any address in the domain lands in one Maildir, where
-tests and mailops read it back (the Maildir is on the host's disk, inside the
-machine's root).  Nothing is rejected for failing authentication: the
-receiver reports, tests decide.
+tests read it back (the Maildir is on the host's disk, inside the machine's
+root) and mailops reads it over IMAP.  Port 25 offers STARTTLS (opportunistic,
+never required) and records the session in its Received header.  Nothing is
+rejected for failing authentication: the receiver reports, tests decide.
+
+The mailbox side is Dovecot (mailops/lab/mailbox.py): Postfix hands inbox.test
+to Dovecot LMTP, whose global Sieve script files into the Maildir++ folder
+``.Junk`` (SPECIAL-USE \\Junk) what failed DMARC here or was addressed to
+``junk-*``, and everything else into INBOX; IMAP on 143 (STARTTLS) and 993
+with the logins verify@ and seed@inbox.test, both on that one Maildir.
+read_mailbox() reads INBOX and Junk and says which.
 
 Some addresses answer the way a real provider's bad days do, so that queue,
 statistics, bounce and complaint handling can be tested against real replies:
@@ -18,7 +26,7 @@ statistics, bounce and complaint handling can be tested against real replies:
   Postfix itself: a transport_maps entry sends it to the ``error`` delivery
   agent with ``5.2.2`` (over quota, as Gmail answers a full mailbox), so the
   receiver's bounce daemon mails a real RFC 3464 DSN to the envelope sender.
-* ``complain-*@inbox.test`` is delivered into the Maildir like any address, and
+* ``complain-*@inbox.test`` is delivered into the mailbox like any address, and
   a copy (recipient_bcc_maps) goes to a pipe transport that runs
   mailops/lab/feedback_loop.py on the receiver: it answers with an RFC 5965
   ARF report (Feedback-Type: abuse), sent by the receiver's own Postfix to
@@ -43,6 +51,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from mailops.errors import MailopsError
+from mailops.lab import mailbox
 from mailops.lab.config import MAILBOX_DOMAIN, LabConfig, Machine
 
 MAILDIR = Path("var/mail/vhosts") / MAILBOX_DOMAIN / "Maildir"
@@ -73,14 +82,19 @@ smtputf8_enable = no
 disable_dns_lookups = no
 smtp_dns_support_level = enabled
 
-# every address in the mailbox domain is delivered to one Maildir; the
-# virtual delivery agent records the recipient in Delivered-To.
+# every address in the mailbox domain is delivered to one Maildir, through Dovecot LMTP
+# (its Sieve script files spam into Junk; it records the recipient in Delivered-To).
+# The static map only says every address exists.
 virtual_mailbox_domains = {MAILBOX_DOMAIN}
-virtual_mailbox_base = /var/mail/vhosts
 virtual_mailbox_maps = static:{MAILBOX_DOMAIN}/Maildir/
-virtual_uid_maps = static:{VMAIL_UID}
-virtual_gid_maps = static:{VMAIL_UID}
-virtual_minimum_uid = 100
+virtual_transport = lmtp:unix:{mailbox.LMTP_SOCKET}
+
+# port 25 offers STARTTLS as a provider's MX does (never required), and says so in Received
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {mailbox.TLS_CERT}
+smtpd_tls_key_file = {mailbox.TLS_KEY}
+smtpd_tls_received_header = yes
+smtpd_tls_loglevel = 1
 
 smtpd_helo_required = yes
 smtpd_recipient_restrictions =
@@ -96,7 +110,6 @@ non_smtpd_milters =
 milter_default_action = tempfail
 milter_protocol = 6
 message_size_limit = 52428800
-virtual_mailbox_limit = 0
 
 # accepted, then bounced (later-*); delivered, then complained about (complain-*)
 transport_maps = regexp:/etc/postfix/lab_transport
@@ -249,6 +262,8 @@ def configure_root(cfg: LabConfig, m: Machine, root: Path) -> None:
     maildir = root / MAILDIR
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True, exist_ok=True)
+    mailbox.configure_root(cfg, m, root, vmail_uid=VMAIL_UID, maildir=MAILDIR,
+                           dovecot_gid=_passwd_ids(root, "dovecot")[1])
     for path in [root / "var/mail/vhosts", *[p for p in (root / "var/mail/vhosts").rglob("*")]]:
         os.chown(path, VMAIL_UID, VMAIL_UID)
 
@@ -265,13 +280,15 @@ def _passwd_ids(root: Path, user: str) -> tuple[int, int]:
 CONFIG_FILES = ("etc/postfix/main.cf", "etc/postfix/master.cf", "etc/postfix/lab_recipient_access",
                 "etc/postfix/lab_transport", "etc/postfix/lab_feedback_bcc", "etc/opendkim.conf",
                 "etc/opendmarc.conf", "etc/postfix-policyd-spf-python/policyd-spf.conf",
-                FEEDBACK_SCRIPT.lstrip("/"))
+                FEEDBACK_SCRIPT.lstrip("/"), *(p.lstrip("/") for p in mailbox.CONFIG_FILES))
+# the certificate is Postfix's (port 25 STARTTLS) as well as Dovecot's
+POSTFIX_FILES = {mailbox.TLS_CERT.lstrip("/"), mailbox.TLS_KEY.lstrip("/")}
 
 
 def reconfigure(cfg: LabConfig, m: Machine, running: dict) -> list[str]:
     """Bring a running receiver's configuration up to date (``lab up`` on a lab that is up).
 
-    Writes what configure_root writes; reloads Postfix and restarts OpenDKIM/OpenDMARC
+    Writes what configure_root writes; reloads Postfix and restarts OpenDKIM/OpenDMARC/Dovecot
     only when their files changed (the Maildir and the queue are kept).  Returns what
     was reloaded or restarted."""
     from mailops.lab import machine
@@ -281,12 +298,19 @@ def reconfigure(cfg: LabConfig, m: Machine, running: dict) -> list[str]:
     configure_root(cfg, m, root)
     changed = {name for name in CONFIG_FILES if _read(root / name) != before[name]}
     actions = []
-    if any(name.startswith("etc/postfix/") for name in changed):
-        machine.nsenter(running["leader_pid"], "postfix", "reload", timeout=60)
+    leader = running["leader_pid"]
+    # Dovecot first: Postfix hands inbox.test to its LMTP socket once reloaded
+    if changed & {p.lstrip("/") for p in mailbox.CONFIG_FILES}:
+        if mailbox.DROPIN.lstrip("/") in changed:
+            machine.nsenter(leader, "systemctl", "daemon-reload", timeout=60)
+        machine.nsenter(leader, "systemctl", "restart", "dovecot", timeout=60)
+        actions.append("dovecot restarted")
+    if any(name.startswith("etc/postfix/") or name in POSTFIX_FILES for name in changed):
+        machine.nsenter(leader, "postfix", "reload", timeout=60)
         actions.append("postfix reloaded")
     for service in ("opendkim", "opendmarc"):
         if f"etc/{service}.conf" in changed:
-            machine.nsenter(running["leader_pid"], "systemctl", "restart", service, timeout=60)
+            machine.nsenter(leader, "systemctl", "restart", service, timeout=60)
             actions.append(f"{service} restarted")
     return actions
 
@@ -303,6 +327,7 @@ class ReceivedMessage:
     path: str
     recipient: str
     message: EmailMessage = field(repr=False)
+    folder: str = "INBOX"   # or "Junk": where the receiver's Sieve script filed it
 
     @property
     def subject(self) -> str:
@@ -332,21 +357,29 @@ RECEIVER_AUTHSERV = f"mx.{MAILBOX_DOMAIN}"
 
 
 def read_mailbox(root: Path, recipient: str | None = None) -> list[ReceivedMessage]:
-    """Every message delivered to the receiver (optionally for one recipient), oldest first."""
+    """Every message delivered to the receiver (optionally for one recipient), in INBOX and in
+    the Maildir++ folders (Junk), oldest first."""
     maildir = Path(root) / MAILDIR
-    found = []
+    folders = [("INBOX", maildir)] + sorted((p.name[1:], p) for p in maildir.glob(".*") if (p / "cur").is_dir())
     files = []
-    for sub in ("new", "cur"):
-        d = maildir / sub
-        if d.is_dir():
-            files.extend(p for p in d.iterdir() if p.is_file())
-    files.sort(key=lambda p: (p.stat().st_mtime, p.name))
-    for path in files:
-        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-        delivered_to = str(msg.get("Delivered-To", "")).strip().lower()
+    for folder, d in folders:
+        for sub in ("new", "cur"):
+            try:
+                entries = list((d / sub).iterdir())
+            except FileNotFoundError:
+                continue
+            for path in entries:
+                try:  # IMAP clients move files (new/ -> cur/, flags) while we look
+                    files.append((path.stat().st_mtime, path.name, folder, path, path.read_bytes()))
+                except FileNotFoundError:
+                    continue
+    found = []
+    for _, _, folder, path, raw in sorted(files, key=lambda f: f[:2]):
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        delivered_to = str(msg.get("Delivered-To", "")).strip().strip("<>").lower()
         if recipient and delivered_to != recipient.lower():
             continue
-        found.append(ReceivedMessage(str(path), delivered_to, msg))
+        found.append(ReceivedMessage(str(path), delivered_to, msg, folder))
     return found
 
 
