@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from mailops.dns.kinds.dkim import value_for
 from mailops.errors import MailopsError
 from mailops.inventory import load
-from mailops.verify import requirements as req
+from mailops.verify import received, requirements as req
 from mailops.verify.result import CheckResult
 from tests.helpers import copy_inventory
 from tests.test_returnpath_controller import world  # noqa: F401 - the return path's two-host fixture
@@ -101,7 +101,7 @@ def receive(raw: bytes, zone: Zone, *, tls: bool = True, mailfrom: str = f"b-tok
             spf: str = "pass", authserv: str = AUTHSERV, client: str = f"{HOST_FQDN} [{HOST_V4}]") -> bytes:
     """What the lab receiver adds: OpenDKIM's verdict per signature (really verified here),
     policyd-spf's, and Postfix's Received header for the hop."""
-    signatures = [v for n, v in req.header_fields(raw) if n.lower() == "dkim-signature"]
+    signatures = [v for n, v in received.header_fields(raw) if n.lower() == "dkim-signature"]
     added = []
     for idx, value in enumerate(signatures):
         tags = dict(t.strip().split("=", 1) for t in value.split(";") if "=" in t)
@@ -283,7 +283,7 @@ def test_key_under_1024_bits_fails(tmp_path, keys):
     small = ser.load_pem_private_key(pem.read_bytes(), None)
     zone = Zone()
     publish(zone, "old", small)
-    sig = req.Signature(DOMAIN, "old", "rsa-sha256", ("from",), "xyz")
+    sig = received.Signature(DOMAIN, "old", "rsa-sha256", ("from",), "xyz")
     row = req.judge_key_bits(DOMAIN, [sig], zone.resolve)
     assert row.status == "fail" and "768-bit RSA (Gmail and Yahoo require >= 1024)" in row.detail
     assert req.judge_key_bits(DOMAIN, [sig], Zone(silent={f"old._domainkey.{DOMAIN}"}).resolve).status == "inconclusive"
@@ -312,14 +312,14 @@ def test_dmarc_record_present_missing_broken_unanswered_and_inherited():
 def test_organisational_domain_follows_the_public_suffix_list(tmp_path):
     psl = tmp_path / "psl.dat"
     psl.write_text("// comment\ncom\nuk\nco.uk\n*.ck\n!www.ck\n")
-    assert req.organisational_domain("news.mail.example.co.uk", psl) == "example.co.uk"
-    assert req.organisational_domain("a.b.foo.ck", psl) == "b.foo.ck"
-    assert req.organisational_domain("mail.www.ck", psl) == "www.ck"
-    assert req.organisational_domain("bounces.shop.test", psl) == "shop.test"     # the default rule
-    assert req.organisational_domain("co.uk", psl) == "co.uk"
-    assert req.organisational_domain("x.example.co.uk", tmp_path / "absent") == "co.uk"  # no list: default rule
-    if req.PSL.exists():
-        assert req.organisational_domain("a.b.example.co.uk") == "example.co.uk"
+    assert received.organisational_domain("news.mail.example.co.uk", psl) == "example.co.uk"
+    assert received.organisational_domain("a.b.foo.ck", psl) == "b.foo.ck"
+    assert received.organisational_domain("mail.www.ck", psl) == "www.ck"
+    assert received.organisational_domain("bounces.shop.test", psl) == "shop.test"     # the default rule
+    assert received.organisational_domain("co.uk", psl) == "co.uk"
+    assert received.organisational_domain("x.example.co.uk", tmp_path / "absent") == "co.uk"  # no list: default rule
+    if received.PSL.exists():
+        assert received.organisational_domain("a.b.example.co.uk") == "example.co.uk"
 
 
 # --- the message itself -------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ Per domain a message is sent through ``deliver`` as a *bulk* submission user (``
 bulk``) to the first usable seed mailbox: the operator's ``sample`` (an .eml of what their
 application sends) or, without one, verify's own message carrying one-click unsubscribe
 headers.  The received copy is judged by pure functions (:func:`judge_message` and the
-helpers it calls), DNS through :class:`DnsView`.  Rows that need no message (DMARC record,
-FCrDNS, complaint rate) are judged from DNS and the return path's reports.
+helpers it calls; :mod:`mailops.verify.received` reads the copy), DNS through
+:class:`DnsView`.  Rows that need no message (DMARC record, FCrDNS, complaint rate) are
+judged from DNS and the return path's reports.
 
 Every row is pass / warn / fail / inconclusive; inconclusive is "unknown", never a pass.
 """
@@ -17,20 +18,19 @@ from __future__ import annotations
 import copy
 import email
 import email.policy
-import functools
 import ipaddress
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import getaddresses, parsedate_to_datetime
-from pathlib import Path
 from typing import Callable
 
 from mailops.dns.kinds import dkim as dkim_kind, dmarc as dmarc_kind, ptr
 from mailops.errors import MailopsError
+from mailops.verify.received import (AuthResult, Signature, aligned, auth_results, from_domain, header_fields,
+                                     organisational_domain, passing_signatures, values)
 from mailops.verify.result import CheckResult
 
 GROUP = "requirements"
@@ -44,7 +44,6 @@ SENDING_ROWS = tuple(r for r in ROWS if r not in ("dmarc.record", "ptr.fcrdns", 
 PROVIDER_MIN_BITS, MAILOPS_MIN_BITS = 1024, dkim_kind.MIN_RSA_BITS
 COMPLAINT_DAYS = 7                        # the window complaints.rate judges...
 COMPLAINT_MIN_SENT = 100                  # ...when this much was sent in it (a few test messages prove nothing)
-PSL = Path("/usr/share/publicsuffix/public_suffix_list.dat")   # Debian package publicsuffix
 SYNC = "mailops dns sync --apply"
 # RFC 5322 3.6: fields that may appear at most once (Date and From exactly once).
 SINGLETONS = ("date", "from", "sender", "reply-to", "to", "cc", "bcc", "message-id", "in-reply-to",
@@ -66,147 +65,6 @@ Resolve = Callable[[str, str], "frozenset[str] | None"]
 
 def row(name: str, subject: str, status: str, detail: str, fix: str = "") -> CheckResult:
     return CheckResult(GROUP, subject, name, status, detail, fix)  # type: ignore[arg-type]
-
-
-# --- reading a received message ---------------------------------------------------------------
-
-def header_fields(raw: bytes) -> list[tuple[str, str]]:
-    """(name, unfolded value) of every header field, in order, as received (no decoding)."""
-    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0].decode("utf-8", "replace")
-    fields: list[tuple[str, str]] = []
-    for line in re.split(r"\r?\n", head):
-        if line[:1] in (" ", "\t") and fields:
-            fields[-1] = (fields[-1][0], fields[-1][1] + " " + line.strip())
-        elif ":" in line:
-            name, _, value = line.partition(":")
-            fields.append((name.strip(), value.strip()))
-    return fields
-
-
-def values(fields: list[tuple[str, str]], name: str) -> list[str]:
-    return [v for n, v in fields if n.lower() == name.lower()]
-
-
-@dataclass(frozen=True)
-class AuthResult:
-    """One method result of a trusted Authentication-Results header (RFC 8601)."""
-    method: str             # dkim, spf, dmarc, ...
-    result: str             # pass, fail, none, ...
-    props: dict             # "header.d" -> "shop.test", "smtp.mailfrom" -> ...
-    text: str               # the result as written, comments removed
-
-
-def auth_results(fields: list[tuple[str, str]], authserv_id: str) -> list[AuthResult]:
-    """Every result of the Authentication-Results headers of ``authserv_id`` only (any other may
-    have been written by the sender: RFC 8601 section 5), several per method when there are
-    several signatures.  (send.trusted_auth_results keeps the first result per method.)"""
-    out: list[AuthResult] = []
-    for value in values(fields, "Authentication-Results"):
-        text = " ".join(re.sub(r"\([^()]*\)", " ", value).split())   # comments may hold ';'
-        parts = [p.strip() for p in text.split(";")]
-        words = parts[0].split()
-        if not words or words[0].lower() != authserv_id.lower():
-            continue
-        for part in parts[1:]:
-            tokens = part.split()
-            if not tokens or "=" not in tokens[0]:
-                continue
-            method, _, result = tokens[0].partition("=")
-            props = {}
-            for token in tokens[1:]:
-                key, eq, val = token.partition("=")
-                if eq:
-                    props[key.lower()] = val.strip('"')
-            out.append(AuthResult(method.lower(), result.lower(), props, part))
-    return out
-
-
-@dataclass(frozen=True)
-class Signature:
-    """One DKIM-Signature header (RFC 6376 3.5)."""
-    d: str
-    s: str
-    a: str
-    h: tuple[str, ...]      # signed header names, lower case
-    b: str
-
-    @property
-    def algorithm(self) -> str:
-        return "ed25519" if self.a.lower().startswith("ed25519") else "rsa"
-
-
-def signatures(fields: list[tuple[str, str]]) -> list[Signature]:
-    out = []
-    for value in values(fields, "DKIM-Signature"):
-        tags = dkim_kind.parse_tags(value)
-        out.append(Signature(tags.get("d", "").lower().rstrip("."), tags.get("s", ""), tags.get("a", ""),
-                             tuple(n.strip().lower() for n in tags.get("h", "").split(":") if n.strip()),
-                             tags.get("b", "")))
-    return out
-
-
-def _same_signature(sig: Signature, result: AuthResult) -> bool:
-    """Whether a receiver's dkim result is about this signature: header.b (a prefix of b=) when
-    given, else header.d (or header.i's domain) with header.s / header.a when given."""
-    props = result.props
-    if props.get("header.b"):
-        return sig.b.startswith(props["header.b"])
-    domain = props.get("header.d") or props.get("header.i", "").rpartition("@")[2]
-    if not domain or domain.lower().rstrip(".") != sig.d:
-        return False
-    return all(props.get(k) in (None, v) for k, v in (("header.s", sig.s), ("header.a", sig.a)))
-
-
-def passing_signatures(fields, results: list[AuthResult]) -> list[Signature]:
-    """The signatures the receiver says pass."""
-    passes = [r for r in results if r.method == "dkim" and r.result == "pass"]
-    return [s for s in signatures(fields) if any(_same_signature(s, r) for r in passes)]
-
-
-def from_domain(fields) -> str | None:
-    found = values(fields, "From")
-    addrs = [a for _, a in getaddresses(found[:1])] if found else []
-    if not addrs or "@" not in addrs[0]:
-        return None
-    return addrs[0].rpartition("@")[2].lower().rstrip(".").strip(">")
-
-
-# --- organisational domains (RFC 7489 3.2) ------------------------------------------------------
-
-@functools.cache
-def _public_suffixes(path: Path = PSL) -> tuple[frozenset, frozenset, frozenset] | None:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    rules = [line.split()[0].lower() for line in lines if line.strip() and not line.startswith("//")]
-    return (frozenset(r for r in rules if not r.startswith(("*.", "!"))),
-            frozenset(r[2:] for r in rules if r.startswith("*.")),
-            frozenset(r[1:] for r in rules if r.startswith("!")))
-
-
-def organisational_domain(name: str, path: Path = PSL) -> str:
-    """The public suffix plus one label (the Public Suffix List's algorithm); without the list on
-    this machine its default rule (``*``: the last two labels)."""
-    labels = name.lower().rstrip(".").split(".")
-    suffix_len = 1
-    psl = _public_suffixes(path)
-    if psl is not None:
-        rules, wildcards, exceptions = psl
-        for i in range(len(labels)):
-            candidate = ".".join(labels[i:])
-            if candidate in exceptions:
-                suffix_len = len(labels) - i - 1
-                break
-            if candidate in rules or (i + 1 < len(labels) and ".".join(labels[i + 1:]) in wildcards):
-                suffix_len = len(labels) - i
-                break
-    return ".".join(labels[-(suffix_len + 1):]) if len(labels) > suffix_len else ".".join(labels)
-
-
-def aligned(a: str, b: str, *, strict: bool = False) -> bool:
-    a, b = a.lower().rstrip("."), b.lower().rstrip(".")
-    return a == b if strict else organisational_domain(a) == organisational_domain(b)
 
 
 # --- the rows judged on the received message ------------------------------------------------------
