@@ -1,6 +1,6 @@
 """Benchmark: streaming Postfix log statistics (mailops.ops.postfixlog).
 
-    .venv/bin/python bench/stats.py [--lines 1000000] [--format iso|rfc3339|syslog]
+    .venv/bin/python bench/stats.py [--lines 1000000] [--format iso|rfc3339|syslog] [--rounds 3]
 
 Writes a synthetic Postfix 3.7 log (submission smtpd, cleanup, opendkim, qmgr,
 smtp sent/deferred/bounced with retries, TLS noise, port-25 NOQUEUE rejects,
@@ -13,15 +13,25 @@ deferred queue holds at most 300 messages (the oldest expire), so the
 distinct keys (domains, hours, reasons, failing recipients) saturate: the
 peak memory should stay nearly flat as the log grows, while per-queue state
 is dropped on "removed".
+
+Then, side by side on the same --lines log in traditional syslog format (the only
+one pflogsumm reads), when pflogsumm is installed (apt-get install pflogsumm):
+`mailops stats --file LOG --json` and `pflogsumm LOG` as processes, --rounds
+rounds alternating, each process's wall time and max RSS (wait4), the parse alone
+in-process (LogStats.feed_lines over the file), the ratios, and the totals both
+tools count (they must agree).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import random
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -164,10 +174,79 @@ def parse_file(path: Path) -> tuple[LogStats, float]:
     return stats, time.perf_counter() - started
 
 
+def run_process(argv: list[str]) -> tuple[float, float, bytes]:
+    """Wall seconds, max RSS in MiB (of this child alone, from wait4) and stdout of one process."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"{argv[0]} exited {proc.returncode}")
+        out.seek(0)
+        return wall, usage.ru_maxrss / 1024, out.read()
+
+
+def pflogsumm_totals(text: str) -> dict[str, int]:
+    """pflogsumm's Grand Totals in mailops's terms (its "deferred (N deferrals)": N)."""
+    import re
+    found = {}
+    for name, pattern in (("sent", r"(\d+)\s+delivered"), ("deferred", r"deferred\s+\((\d+)\s+deferrals\)"),
+                          ("bounced", r"(\d+)\s+bounced"), ("rejected", r"(\d+)\s+rejected")):
+        match = re.search(pattern, text)
+        found[name] = int(match.group(1)) if match else -1
+    return found
+
+
+def side_by_side(lines: int, rounds: int, tmp: str) -> None:
+    pflogsumm = shutil.which("pflogsumm")
+    if pflogsumm is None:
+        print("pflogsumm is not installed (apt-get install pflogsumm): no side-by-side comparison")
+        return
+    path = Path(tmp) / "mail-syslog.log"
+    with open(path, "w", encoding="utf-8") as out:
+        out.writelines(synthetic_log(lines, "syslog"))
+    mailops = str(Path(sys.executable).with_name("mailops"))
+    version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "pflogsumm"], capture_output=True,
+                             text=True).stdout or "?"
+    runs: dict[str, list[tuple[float, float]]] = {"mailops stats": [], "pflogsumm": [], "parse only": []}
+    for _ in range(rounds):           # alternating, so a busy moment of the machine hits both
+        wall, rss, out = run_process([mailops, "stats", "--file", str(path), "--json"])
+        runs["mailops stats"].append((wall, rss))
+        ours = json.loads(out)["totals"]
+        wall, rss, out = run_process([pflogsumm, str(path)])
+        runs["pflogsumm"].append((wall, rss))
+        theirs = pflogsumm_totals(out.decode("utf-8", "replace"))
+        stats, seconds = parse_file(path)
+        runs["parse only"].append((seconds, 0.0))
+    print(f"side by side, {lines:,} syslog-format lines, best of {rounds} alternating rounds "
+          f"(pflogsumm {version}, Perl; mailops through its CLI, Python {platform.python_version()}):")
+    print(f"{'':>24} {'wall s':>7} {'lines/s':>10} {'max RSS MiB':>12}  rounds")
+    best = {}
+    for name, rs in runs.items():
+        wall = min(w for w, _ in rs)
+        rss = max(r for _, r in rs)
+        best[name] = (wall, rss)
+        label = {"mailops stats": "mailops stats --file", "pflogsumm": "pflogsumm",
+                 "parse only": "mailops parse only"}[name]
+        print(f"{label:>24} {wall:>7.2f} {lines / wall:>10,.0f} "
+              + (f"{rss:>12.1f}" if rss else f"{'(in-process)':>12}") + "  [" + ", ".join(f"{w:.2f}" for w, _ in rs) + "]")
+    ratio = best["pflogsumm"][0] / best["mailops stats"][0]
+    print(f"mailops / pflogsumm: lines/s {ratio:.2f} x through the CLI (goal of issue 17: >= 4 x: "
+          f"{'met' if ratio >= 4 else 'NOT met'}), {best['pflogsumm'][0] / best['parse only'][0]:.2f} x the parse "
+          f"alone; max RSS {best['mailops stats'][1] / best['pflogsumm'][1]:.2f} x")
+    agree = all(ours[k] == theirs[k] for k in theirs)
+    print("totals, mailops: " + ", ".join(f"{k} {ours[k]}" for k in theirs) + "; pflogsumm: "
+          + ", ".join(f"{k} {v}" for k, v in theirs.items()) + ("  (the same)" if agree else "  <-- DIFFER"))
+    path.unlink()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=1_000_000, help="largest log (also run at 10%% and 30%%)")
     ap.add_argument("--format", choices=("iso", "rfc3339", "syslog"), default="iso")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the side-by-side run with pflogsumm")
     args = ap.parse_args()
 
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}  {platform.node()}  {os.cpu_count()} CPUs  "
@@ -196,6 +275,7 @@ def main() -> None:
             print(f"{size:>10,} {generated:>7.1f} {seconds:>8.2f} {size / seconds:>10,.0f} {peaks[size]:>9.2f} "
                   f"{maxrss_mib:>11.1f} {stats.inflight:>9,} {soft:>6,} {hard:>6,} {len(stats.reasons):>7,}")
             path.unlink()
+        side_by_side(args.lines, args.rounds, tmp)
     smallest, largest = sizes[0], sizes[-1]
     print(f"peak memory {largest:,} / {smallest:,} lines: {peaks[largest] / peaks[smallest]:.2f} x "
           f"(lines {largest / smallest:.0f} x)")

@@ -85,10 +85,30 @@ _ID_RE = re.compile(r"\b(?:(?=[A-Fa-f]*\d)[0-9A-Fa-f]{8,}|(?=[A-Za-z]*\d)(?=\d*[
 _LONG_NUMBER_RE = re.compile(r"\d{4,}")
 
 
-def _ipv6_or_same(match: re.Match) -> str:
+# IPv6, IPv4, ids and long numbers in one pass, each alternative as its own pattern above;
+# the alternatives are in the order the separate passes ran, and none can start inside a token
+# an earlier alternative takes (each is bounded by characters the others cannot start after),
+# so one pass gives what five did.  Addresses get their own pass first: the tokens after an
+# address see its "<addr>" replacement, as they always did.
+_AFTER_IPV6 = (("ip4", _IPV4_RE), ("id", _ID_RE), ("n", _LONG_NUMBER_RE))
+_ONE_PASS_RE = re.compile("|".join(f"(?P<{name}>{rx.pattern})" for name, rx in (("ip6", _IPV6_RE),) + _AFTER_IPV6))
+_NOT_IPV6_RE = re.compile("|".join(f"(?P<{name}>{rx.pattern})" for name, rx in _AFTER_IPV6))
+_REPLACEMENT = {"ip4": "<ip>", "id": "<id>", "n": "<n>"}
+
+
+def _one_pass(match: re.Match) -> str:
+    kind = match.lastgroup
+    if kind != "ip6":
+        return _REPLACEMENT[kind]
     token = match.group(0)
-    # "16:50:01" is a time, not an address: require a "::" or most of the eight groups
-    return "<ip>" if "::" in token or token.count(":") >= 5 else token
+    if "::" in token or token.count(":") >= 5:
+        return "<ip>"
+    # "16:50:01" is a time, not an address: its numbers are still normalised, as by the later passes
+    return _NOT_IPV6_RE.sub(_not_ipv6, token)
+
+
+def _not_ipv6(match: re.Match) -> str:
+    return _REPLACEMENT[match.lastgroup]
 
 
 def normalise_reason(reason: str) -> str:
@@ -96,12 +116,7 @@ def normalise_reason(reason: str) -> str:
     text = reason
     if "@" in text:
         text = _ADDRESS_RE.sub("<addr>", text)
-    if ":" in text:
-        text = _IPV6_RE.sub(_ipv6_or_same, text)
-    text = _IPV4_RE.sub("<ip>", text)
-    text = _ID_RE.sub("<id>", text)
-    text = _LONG_NUMBER_RE.sub("<n>", text)
-    return text[:MAX_REASON_CHARS]
+    return _ONE_PASS_RE.sub(_one_pass, text)[:MAX_REASON_CHARS]
 
 
 # ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ REPORTED_DOMAINS = 1_000             # the busiest domains a report lists by nam
 _FUTURE_SLACK = timedelta(days=1)
 
 _POSTFIX_PREFIXES = frozenset(("postfix/", "postfix-", "postfix["))
+_POSTFIX_STARTS = tuple(_POSTFIX_PREFIXES)
 _MONTHS = {name: number for number, name in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
 
@@ -73,12 +74,14 @@ class LogStats:
     `now`, and a date that would lie in the future is last year's (a Dec-Jan log).
     syslog_tz: zone of traditional syslog timestamps (they carry none); UTC by default.
     on_event: called with each Delivery and Reject inside the window.
+    prefilter: look at each whole line first (see feed); False runs every line through the
+    full per-line path, which gives the same statistics, only slower (tests compare the two).
     """
 
     def __init__(self, since: datetime | None = None, until: datetime | None = None, year: int | None = None,
                  now: datetime | None = None, *, syslog_tz: tzinfo = UTC,
                  on_event: Callable[[Delivery | Reject], None] | None = None,
-                 max_inflight: int = MAX_INFLIGHT_QUEUE_IDS) -> None:
+                 max_inflight: int = MAX_INFLIGHT_QUEUE_IDS, prefilter: bool = True) -> None:
         self.since = as_utc(since) if since is not None else None
         self.until = as_utc(until) if until is not None else None
         self.year = year
@@ -111,16 +114,59 @@ class LogStats:
         self._ts_iso: str | None = None
         self._hour = ""
         self._in_window = False
+        # "<timestamp> <host> " of the last line whose timestamp was taken: the pre-filter's key
+        self._prefilter = prefilter
+        self._prefix: str | None = None
 
     # -- feeding ------------------------------------------------------------
 
     def feed_lines(self, lines: Iterable[str]) -> "LogStats":
-        feed = self.feed
-        for line in lines:
-            feed(line)
+        """Feed many lines: the pre-filter of feed, with its state in local variables."""
+        if not self._prefilter:
+            for line in lines:
+                self._feed(line)
+            return self
+        full = self._feed
+        prefix, in_window, start = self._prefix, self._in_window, len(self._prefix or "")
+        starts = _POSTFIX_STARTS
+        fast = counted = 0      # lines the pre-filter took; of them, Postfix lines inside the window
+        try:
+            for line in lines:
+                if (prefix is not None and line.startswith(prefix) and "/qmgr[" not in line
+                        and "status=" not in line and "reject: " not in line and "non-delivery" not in line):
+                    fast += 1
+                    if in_window and line.startswith(starts, start) and line.find(" ", start + 8) >= 0:
+                        counted += 1
+                    continue
+                full(line)
+                if self._prefix is not prefix:
+                    prefix, in_window, start = self._prefix, self._in_window, len(self._prefix)
+        finally:
+            self.lines += fast
+            self.parsed += counted
+            self.skipped += fast - counted
         return self
 
     def feed(self, line: str) -> None:
+        # Whole-line pre-filter: most lines (connect, TLS, cleanup, client=, other programs) can
+        # only be counted.  A line without any text the events below look for, starting with the
+        # same "<timestamp> <host> " as the last line whose time was taken, is counted here with
+        # what that line established (the time and whether it is inside the window); every other
+        # line takes the full path.  LogStats(prefilter=False) gives the same results.
+        prefix = self._prefix
+        if (prefix is not None and line.startswith(prefix) and "status=" not in line and "reject: " not in line
+                and "/qmgr[" not in line and "non-delivery" not in line):
+            self.lines += 1
+            start = len(prefix)
+            # a Postfix program name and a message after it (split's fourth part)
+            if self._in_window and line.startswith(_POSTFIX_STARTS, start) and line.find(" ", start + 8) >= 0:
+                self.parsed += 1
+            else:
+                self.skipped += 1
+            return
+        self._feed(line)
+
+    def _feed(self, line: str) -> None:
         self.lines += 1
         first_char = line[:1]
         if "0" <= first_char <= "9":                  # ISO 8601: journalctl short-iso, rsyslog
@@ -128,14 +174,16 @@ class LogStats:
             if len(parts) < 4:
                 self.skipped += 1
                 return
-            ts_text, _host, program, msg = parts
+            ts_text, host, program, msg = parts
+            prefix_len = len(ts_text) + len(host) + 2
         elif line[3:4] == " " and line[:3] in _MONTHS:  # "Nov 22 16:50:01 host prog[pid]: msg"
             ts_text = line[:15]
             parts = line[16:].split(" ", 2)
             if len(parts) < 3:
                 self.skipped += 1
                 return
-            _host, program, msg = parts
+            host, program, msg = parts
+            prefix_len = 17 + len(host)
         else:                                          # "-- Boot ... --", blank lines, noise
             self.skipped += 1
             return
@@ -143,9 +191,12 @@ class LogStats:
         if program[:8] not in _POSTFIX_PREFIXES:
             self.skipped += 1
             return
-        if ts_text != self._ts_text and not self._set_time(ts_text):
-            self.skipped += 1
-            return
+        if ts_text != self._ts_text:
+            if not self._set_time(ts_text):
+                self.skipped += 1
+                return
+            if self._prefilter:     # lines of another host with the same time just take this path
+                self._prefix = line[:prefix_len]
         if msg[-1:] in ("\n", "\r"):
             msg = msg.rstrip("\r\n")
         if not self._in_window:

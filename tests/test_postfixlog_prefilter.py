@@ -1,0 +1,225 @@
+"""The log parser's whole-line pre-filter and one-pass reason normalisation change no result.
+
+LogStats(prefilter=False) sends every line through the full per-line path; the default
+counts the lines that can only be counted (no text any event looks for, same timestamp
+and host as the last timed line) without splitting them.  Both must give the same
+statistics, bounce lists and events, line by line (``feed``, the CLI's path) and in
+batches (``feed_lines``): on a varied synthetic log (three timestamp formats, several
+hosts, a --since/--until window, other programs, noise that contains the filter's
+words, broken lines), and on every real-format fixture of tests/test_postfixlog.py,
+whose tests run again here with both paths compared after each feed."""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tests.test_postfixlog as base
+from mailops.ops import postfixlines
+from mailops.ops.postfixlines import normalise_reason
+from mailops.ops.postfixlog import LogStats
+from tests.test_postfixlog import *  # noqa: F401,F403 - every test there runs again here, both paths compared
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def state(stats: LogStats) -> dict:
+    return {"report": stats.report(top=1000, domains=10_000), "hard": stats.hard_bounces(),
+            "soft": stats.soft_bounces(), "inflight": stats.inflight, "evicted": stats.evicted,
+            "counts": (stats.lines, stats.parsed, stats.skipped, stats.too_long, stats.ndr_sent),
+            "window": (stats.first, stats.last)}
+
+
+class BothPaths(LogStats):
+    """LogStats that feeds a prefilter=False twin the same lines and checks both agree."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.twin = LogStats(*args, **{**kwargs, "on_event": None, "prefilter": False})
+
+    def agree(self) -> None:
+        assert state(self) == state(self.twin)
+
+    def feed_lines(self, lines):
+        lines = list(lines)
+        super().feed_lines(lines)
+        self.twin.feed_lines(lines)
+        self.agree()
+        return self
+
+    def feed(self, line: str) -> None:
+        super().feed(line)
+        self.twin.feed(line)
+        self.agree()
+
+    def skip_too_long(self) -> None:
+        super().skip_too_long()
+        self.twin.skip_too_long()
+
+
+@pytest.fixture(autouse=True)
+def _both_paths(monkeypatch):
+    # the imported tests look LogStats up in their own module
+    monkeypatch.setattr(base, "LogStats", BothPaths)
+
+
+# --- a varied synthetic log ---------------------------------------------------------------------
+
+def _stamp(moment: datetime, fmt: str) -> str:
+    if fmt == "iso":
+        return moment.strftime("%Y-%m-%dT%H:%M:%S+0000")
+    if fmt == "rfc3339":
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    return moment.strftime("%b %e %H:%M:%S")
+
+
+def varied_log(n: int, seed: int, formats=("iso", "iso", "rfc3339", "syslog"),
+               hosts=("mta1", "mta1", "mta2", "mta-b.example")) -> list[str]:
+    rng = random.Random(seed)
+    moment = datetime(2026, 11, 22, 15, 58, 0, tzinfo=UTC)
+    out: list[str] = []
+    queued: list[str] = []
+    while len(out) < n:
+        if rng.random() < 0.15:
+            moment += timedelta(seconds=rng.choice((1, 1, 1, 30, 600)))
+        fmt, host = rng.choice(formats), rng.choice(hosts)
+        stamp = _stamp(moment, fmt)
+        qid = f"{rng.getrandbits(40):010X}"
+        rcpt = f"user{rng.randrange(40)}@{rng.choice(('inbox.test', 'gmail.test', 'corp.test'))}"
+        ip = f"198.51.100.{rng.randrange(2, 250)}"
+        roll = rng.random()
+        if roll < 0.12:
+            queued.append(qid)
+            body = ("postfix/qmgr[900]", f"{qid}: from=<news@shop.test>, size=4211, nrcpt=1 (queue active)")
+        elif roll < 0.2 and queued:
+            q = queued.pop(rng.randrange(len(queued)))
+            status, dsn, why = rng.choice((
+                ("sent", "2.0.0", f"250 2.0.0 Ok: queued as {qid}"),
+                ("deferred", "4.2.1", f"host mx[{ip}] said: 450 4.2.1 <{rcpt}>: try later at 16:50:01"),
+                ("bounced", "5.1.1", f"host mx[{ip}] said: 550 5.1.1 <{rcpt}>: User unknown ref {qid}"),
+                ("bounced", "5.7.1", "host mx[2001:db8:51::9]:25 said: 554 5.7.1 spam 2026:11:22")))
+            body = (rng.choice(("postfix/smtp[3120]", "postfix-out/smtp[7]", "postfix/lmtp[8]")),
+                    f"{q}: to=<{rcpt}>, relay=mx.x.test[{ip}]:25, delay=1, delays=0/0/0/1, dsn={dsn}, "
+                    f"status={status} ({why})")
+            if status != "deferred":
+                queued.append(q)  # its removed line may follow
+        elif roll < 0.25 and queued:
+            body = ("postfix/qmgr[900]", f"{queued.pop(0)}: removed")
+        elif roll < 0.27 and queued:
+            body = ("postfix/qmgr[900]", f"{queued.pop(0)}: from=<news@shop.test>, status=expired, returned to sender")
+        elif roll < 0.32:
+            body = ("postfix/smtpd[2000]", f"NOQUEUE: reject: RCPT from unknown[{ip}]: 554 5.7.1 <{rcpt}>: Relay "
+                                          f"access denied; from=<x@bulk.test> to=<{rcpt}> proto=ESMTP helo=<[{ip}]>")
+        elif roll < 0.34:
+            body = ("postfix/bounce[1800]", f"{qid}: sender non-delivery notification: {qid[::-1]}")
+        elif roll < 0.38:
+            # noise that holds the filter's words: the full path must see these
+            body = (rng.choice(("postfix/smtpd[2000]", "opendkim[600]", "postfix/cleanup[1700]")),
+                    rng.choice((f"connect from status=.example[{ip}]", f"{qid}: message-id=<reject: @x>",
+                                "warning: /qmgr[ looks odd", "non-delivery of nothing")))
+        elif roll < 0.42:
+            out.append(rng.choice(("\n", "-- Boot 1234 --\n", "garbage\n", f"{stamp}\n", f"{stamp} {host}\n",
+                                   f"{stamp} {host} postfix/smtpd[1]:\n", f"{stamp} {host} postfixadmin[1]: x\n",
+                                   f"{stamp} {host} postfix x\n", f"{stamp} {host}  postfix/smtp[1]: x\n",
+                                   f"{stamp[:-1]}X {host} postfix/smtpd[1]: connect from a[{ip}]\n")))
+            continue
+        else:
+            body = rng.choice((("postfix/smtpd[2000]", f"connect from unknown[{ip}]"),
+                               ("postfix/submission/smtpd[1500]", f"{qid}: client=app[{ip}], sasl_method=PLAIN"),
+                               ("postfix/smtp[3120]", f"Trusted TLS connection established to mx[{ip}]:25"),
+                               ("postfix/cleanup[1700]", f"{qid}: message-id=<{qid}@shop.test>"),
+                               ("opendkim[600]", f"{qid}: DKIM-SIGNATURE field added (s=mo, d=shop.test)"),
+                               ("postfix/anvil[5]", "statistics: max connection rate 1/60s")))
+        end = rng.choice(("\n", "\n", "\r\n", ""))
+        out.append(f"{stamp} {host} {body[0]}: {body[1]}{end}")
+    return out
+
+
+@pytest.mark.parametrize("window", [{}, {"since": datetime(2026, 11, 22, 18, 0, tzinfo=UTC),
+                                         "until": datetime(2026, 11, 23, 6, 0, tzinfo=UTC)}])
+@pytest.mark.parametrize("seed, formats, hosts", [
+    (1, ("iso", "iso", "rfc3339", "syslog"), ("mta1", "mta1", "mta2", "mta-b.example")),  # mixed line by line
+    (2, ("iso",), ("mta1",)), (3, ("syslog",), ("mta1", "mta2")), (4, ("rfc3339",), ("mta1",))])
+def test_the_prefilter_changes_nothing_on_a_varied_log(seed, formats, hosts, window):
+    lines = varied_log(6000, seed, formats, hosts)
+    events: dict[bool, list] = {True: [], False: []}
+    results = {}
+    for prefilter in (True, False):
+        stats = LogStats(now=NOW, year=2026, prefilter=prefilter, on_event=events[prefilter].append, **window)
+        stats.feed_lines(lines[:2500])  # in batches, as bench/stats.py feeds a file
+        for line in lines[2500:4000]:    # and line by line, as the CLI's reader does
+            stats.feed(line)
+        stats.feed_lines(iter(lines[4000:]))
+        results[prefilter] = state(stats)
+    assert results[True] == results[False]
+    assert events[True] == events[False]
+    report = results[True]["report"]
+    # the log is varied enough to mean something: every kind of event and of skipped line is there
+    assert all(report["totals"][s] > 0 for s in ("sent", "deferred", "bounced", "expired", "rejected"))
+    assert report["ndr_sent"] > 0 and report["skipped"] > 100 and report["postfix_lines"] > 1000
+    assert results[True]["hard"] and results[True]["soft"]
+    if window:
+        assert report["skipped"] > 1000 and report["first"] >= "2026-11-22T18:00:00Z"
+
+
+def test_the_prefilter_takes_most_lines_of_a_busy_log():
+    """It is there to be used: count the lines that reach the full path."""
+    lines = varied_log(6000, 5, ("iso",), ("mta1",))
+    stats = LogStats(now=NOW, year=2026)
+    full = stats._feed
+    seen = []
+    stats._feed = lambda line: (seen.append(line), full(line))
+    stats.feed_lines(lines)
+    assert stats.lines == 6000 and len(seen) < 0.7 * 6000
+
+
+# --- reason normalisation in one pass ------------------------------------------------------------
+
+def five_passes(reason: str) -> str:
+    """The normalisation as it was before it became one pass: the oracle."""
+    def ipv6(match):
+        token = match.group(0)
+        return "<ip>" if "::" in token or token.count(":") >= 5 else token
+    text = reason
+    if "@" in text:
+        text = postfixlines._ADDRESS_RE.sub("<addr>", text)
+    if ":" in text:
+        text = postfixlines._IPV6_RE.sub(ipv6, text)
+    for rx, token in ((postfixlines._IPV4_RE, "<ip>"), (postfixlines._ID_RE, "<id>"),
+                      (postfixlines._LONG_NUMBER_RE, "<n>")):
+        text = rx.sub(token, text)
+    return text[:postfixlines.MAX_REASON_CHARS]
+
+
+@pytest.mark.parametrize("reason, expected", [
+    ("queued as 4F9D195432C at 16:50:01 on 2026:11:22 size 123456",
+     "queued as <id> at 16:50:01 on <n>:11:22 size <n>"),           # a time-like token's numbers still go
+    ("<a@b.test>1.2.3.4 and a@b.test::1", "<addr><ip> and <addr><ip>"),  # after an address, as before
+    ("mx[2001:db8:51::2]:25 d9443c01a7336-2a4ff9d6a5bsi12345", "mx[<ip>]:25 <id>-<id>"),
+])
+def test_one_pass_normalisation_gives_what_five_passes_gave(reason, expected):
+    assert normalise_reason(reason) == five_passes(reason) == expected
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(list("0123456789abcdefABCDEFxyz_:.@<>[]() ;,\"-") + [
+    "::", "user@x.test", "198.51.100.2", "2001:db8::1", "12345", "16:50:01", "4F9D195432C", "é"]), max_size=30)
+       .map("".join))
+def test_one_pass_normalisation_equals_five_passes_on_any_text(reason):
+    assert normalise_reason(reason) == five_passes(reason)
+
+
+def test_normalisation_is_still_linear_on_hostile_reasons():
+    # one pass must not bring back the rescans the patterns avoid (each is linear on its own)
+    import time
+    for hostile in ("a" * 20000, "1:" * 10000, "1." * 10000, "@" * 20000, "<" * 20000, "ab1" * 7000):
+        started = time.perf_counter()
+        normalise_reason(hostile)
+        assert time.perf_counter() - started < 1.0, hostile[:10]
+    assert re.fullmatch(r"[<>a-z]*", normalise_reason("ab1" * 7000))
