@@ -132,8 +132,8 @@ def test_send_group_with_a_missing_maildir_names_it(tmp_path):
 @pytest.mark.parametrize("change, says", [
     (lambda v: v.update(recipient="a@b.test"), "recipient moved into mailboxes: write mailboxes:"),
     (lambda v: v["mailboxes"].append(dict(v["mailboxes"][0])), "mailbox name 'lab' is used twice"),
-    (lambda v: v["mailboxes"][0].update(imap={"host": "mx.inbox.test", "login": "x", "password": {"env": "X"}}),
-     "set exactly one of imap:"),
+    (lambda v: v["mailboxes"][0].update(maildir="/var/mail/x/Maildir"), "set exactly one of imap:"),
+    (lambda v: v["mailboxes"][0]["imap"].update(tls="ssl"), "imap.tls: 'ssl' is not one of implicit, starttls"),
     (lambda v: v["mailboxes"][0].update(name="Gmail Seed"), "use 1-32 lower-case letters"),
 ])
 def test_inventory_check_names_a_wrong_mailbox_setting(tmp_path, change, says):

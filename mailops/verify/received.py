@@ -45,7 +45,7 @@ class AuthResult:
 def auth_results(fields: list[tuple[str, str]], authserv_id: str) -> list[AuthResult]:
     """Every result of the Authentication-Results headers of ``authserv_id`` only (any other may
     have been written by the sender: RFC 8601 section 5), several per method when there are
-    several signatures.  (send.trusted_auth_results keeps the first result per method.)"""
+    several signatures (send.trusted_auth_results keeps the first of each method)."""
     out: list[AuthResult] = []
     for value in values(fields, "Authentication-Results"):
         text = " ".join(re.sub(r"\([^()]*\)", " ", value).split())   # comments may hold ';'

@@ -367,12 +367,8 @@ def complaints_row(domain: str, report: dict | None, why: str | None = None) -> 
 def bulk_user(inv, domain: str):
     """The first submission user marked ``stream: bulk`` that may send as ``domain`` (its own
     address or a send_as address of the domain)."""
-    for user in inv.submission_users:
-        if getattr(user, "stream", "transactional") != "bulk":
-            continue
-        if any(a.rsplit("@", 1)[1].lower() == domain for a in [user.login, *user.send_as]):
-            return user
-    return None
+    from mailops.verify.send import sender_for
+    return sender_for(inv, domain, [u for u in inv.submission_users if u.stream == "bulk"])[0]
 
 
 def load_sample(data: bytes, what: str = "--sample") -> EmailMessage:

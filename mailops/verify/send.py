@@ -32,7 +32,9 @@ GROUP = "send"
 LEAK_MARKER = "mailops-verify-agent/1"  # sent as User-Agent; must not reach the recipient
 
 
-def _sender_for(inv, domain: str, users=None):
+def sender_for(inv, domain: str, users=None):
+    """The first submission user (of ``users``, default all) that may send as ``domain``, and the
+    address it sends from: its login or a send_as address of the domain; (None, None) if none."""
     for user in inv.submission_users if users is None else users:
         if user.login.rsplit("@", 1)[1] == domain:
             return user, user.login
@@ -43,25 +45,14 @@ def _sender_for(inv, domain: str, users=None):
 
 
 def trusted_auth_results(raw: bytes, authserv_id: str) -> dict[str, str]:
-    """dkim/spf/dmarc verdicts from the Authentication-Results headers of ``authserv_id`` only:
-    any other one may have been written by the sender, not the receiver (RFC 8601 section 5)."""
-    import email
-    import email.policy
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    """The first dkim/spf/dmarc verdict of each method from the Authentication-Results headers of
+    ``authserv_id`` only: any other one may have been written by the sender (RFC 8601 section 5)."""
+    from mailops.verify.received import auth_results, header_fields
+
     out: dict[str, str] = {}
-    for value in msg.get_all("Authentication-Results", []):
-        # RFC 8601 comments ("(2048-bit key; unprotected key)") may hold semicolons
-        text = re.sub(r"\([^()]*\)", "", " ".join(str(value).split()))
-        text = " ".join(text.split())
-        # "authserv-id [version]; results": the id compares case-insensitively
-        words = text.split(";", 1)[0].split()
-        if not words or words[0].lower() != authserv_id.lower():
-            continue
-        for part in text.split(";")[1:]:
-            part = part.strip()
-            for method in ("dkim", "spf", "dmarc"):
-                if part.startswith(method + "=") and method not in out:
-                    out[method] = part
+    for result in auth_results(header_fields(raw), authserv_id):
+        if result.method in ("dkim", "spf", "dmarc"):
+            out.setdefault(result.method, result.text)
     return out
 
 
@@ -131,7 +122,7 @@ def deliver(inv, domain: str, mailbox: Mailbox, *, group: str = GROUP, message: 
     ``mailbox``.  To, Message-ID and Date are set here, From only when the message has none.
     Returns the delivery and a pass row, or None and the rows saying why not."""
     name = f"{prefix}live-send"
-    user, sender = _sender_for(inv, domain, None if user is None else [user])
+    user, sender = sender_for(inv, domain, None if user is None else [user])
     if user is None:
         return None, [inconclusive(group, domain, name, "no submission user may send as this domain; "
                                    "add one to mailops_submission_users to test it")]
