@@ -3,6 +3,7 @@
     .venv/bin/python bench/dns_sync.py                # 200 domains
     .venv/bin/python bench/dns_sync.py --domains 50
     .venv/bin/python bench/dns_sync.py --latency 50     # every API answer 50 ms late, both tools
+    .venv/bin/python bench/dns_sync.py --provider hetzner --domains 50   # or route53 (moto); mailops only
     .venv/bin/pip install -e '.[bench]'               # octoDNS, for the comparison
 
 Builds a throw-away inventory (one mail host, N sending domains, each its own
@@ -19,6 +20,13 @@ would.  Prints wall time and API requests for both, the ratios against the goals
 the peak requests in any sliding window of Cloudflare's documented limits (each fresh emulator
 stands for a fresh API user; mailops's limiter is per user, so each emulator gets its own), and
 whether the two emulators end up holding the same records.  Nothing is asserted.
+
+``--provider hetzner`` syncs through the Hetzner Cloud DNS API emulator
+(mailops.lab.hcloudemu on loopback), ``--provider route53`` through moto's Route 53
+server (a loopback subprocess); both mailops only (the bench extra holds octoDNS's
+Cloudflare provider only), with --latency added to each request (hetzner: in the
+emulator; route53: in boto3's before-send hook) and the peak requests per window of
+that provider's documented limit.
 """
 
 from __future__ import annotations
@@ -188,6 +196,141 @@ def limits_text() -> str:
     return " and ".join(f"{n} per {window_name(w)}" for n, w in CLOUDFLARE_LIMITS)
 
 
+# --- other providers (mailops only) -------------------------------------------------------------
+
+# Documented API limits: Hetzner Cloud 3600 requests per hour per project; Route 53 five
+# requests per second per account.
+PROVIDER_LIMITS = {"hetzner": ((3600, 3600.0),), "route53": ((5, 1.0),)}
+ROUTE53_KEYS = ("AKIAMAILOPSBENCH0001", "mailops-bench-secret-0815/abcdefghijklmnopq")
+
+
+class HetznerBackend:
+    def __init__(self, latency: float):
+        from mailops.lab import hcloudemu
+        self.hcloudemu, self.latency, self.server = hcloudemu, latency, None
+
+    def fresh(self, domains) -> None:
+        self.close()
+        emulator = self.hcloudemu.HcloudEmulator()
+        emulator.add_token(TOKEN)
+        for domain in domains:
+            emulator.add_zone(domain)
+        self.times: list[float] = []
+        handle = emulator.handle
+
+        def slow(*args, **kwargs):  # the API's round trip, and the time each request came in
+            self.times.append(time.time())
+            if self.latency:
+                time.sleep(self.latency)
+            return handle(*args, **kwargs)
+        emulator.handle = slow
+        self.server, self.url = self.hcloudemu.serve(emulator)
+
+    def provider(self):
+        from mailops.dns.providers.hetzner import HetznerProvider
+        return HetznerProvider("cf", TOKEN, self.url)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.hcloudemu.shutdown(self.server)
+            self.server = None
+
+
+class Route53Backend:
+    def __init__(self, latency: float):
+        import socket
+        import subprocess
+        import urllib.request
+        self.latency, self.urllib = latency, urllib.request
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        moto = Path(sys.executable).with_name("moto_server")
+        self.proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/moto-api/data.json", timeout=1).read()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    raise SystemExit(f"moto_server did not start on {self.url}") from None
+                time.sleep(0.1)
+
+    def fresh(self, domains) -> None:
+        import boto3
+        self.urllib.urlopen(self.urllib.Request(f"{self.url}/moto-api/reset", method="POST")).read()
+        client = boto3.client("route53", endpoint_url=self.url, region_name="us-east-1",
+                              aws_access_key_id=ROUTE53_KEYS[0], aws_secret_access_key=ROUTE53_KEYS[1])
+        for domain in domains:
+            client.create_hosted_zone(Name=domain, CallerReference=domain)
+        self.times = []
+
+    def provider(self):
+        from mailops.dns.providers.route53 import Route53Provider
+        provider = Route53Provider("cf", keys=ROUTE53_KEYS, endpoint_url=self.url)
+
+        def slow(**_kwargs) -> None:
+            self.times.append(time.time())
+            if self.latency:
+                time.sleep(self.latency)
+        provider.client.meta.events.register("before-send.route53", slow)
+        return provider
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def other_provider(args, n: int) -> None:
+    """First and no-op sync through the hetzner or route53 provider, mailops only."""
+    limits = PROVIDER_LIMITS[args.provider]
+    backend = (HetznerBackend if args.provider == "hetzner" else Route53Backend)(args.latency / 1000)
+    rows: dict[str, list[dict]] = {"first": [], "no-op": []}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            inv_dir = make_inventory(root, n)
+            inv = load_inventory(inv_dir)[0]
+            store = KeyStore.for_inventory(inv)
+            for domain, settings in inv.domains.items():
+                store.generate(domain, settings.dkim)
+            for _round in range(args.repeat):
+                backend.fresh(list(inv.domains))
+                for label in ("first", "no-op"):
+                    backend.times = []
+                    t = time.perf_counter()
+                    inv = load_inventory(inv_dir)[0]
+                    provider = backend.provider()
+                    plan, providers = make_plan(inv, KeyStore.for_inventory(inv),
+                                                providers=Providers(inv, {"cf": provider}),
+                                                resolve_txt=lambda _name: [])
+                    apply_plan(plan, providers)
+                    wall = time.perf_counter() - t
+                    rows[label].append({"wall": wall, "changes": plan.pending, "requests": provider.requests,
+                                        "peaks": [peak(backend.times, w) for _, w in limits]})
+    finally:
+        backend.close()
+    limit_text = " and ".join(f"{m} per {window_name(w)}" for m, w in limits)
+    print(f"dns sync benchmark  {time.strftime('%Y-%m-%d')}  {platform.node()}, {os.cpu_count()} cores; provider "
+          f"{args.provider} ({'Hetzner Cloud API emulator, mailops.lab.hcloudemu' if args.provider == 'hetzner' else 'moto Route 53 server'} "
+          f"on loopback); {n} domains/zones; API latency {args.latency:g} ms per request; mailops only; "
+          f"wall s = best of {args.repeat} rounds")
+    print(f"{'sync':>6} {'wall s':>8} {'changes':>8} {'requests':>9} {'req/zone':>9} "
+          + " ".join(f"{'peak/' + window_name(w):>12}" for _, w in limits) + "  rounds")
+    for label, rs in rows.items():
+        r = min(rs, key=lambda x: x["wall"])
+        worst = [max(x["peaks"][i] for x in rs) for i in range(len(limits))]
+        print(f"{label:>6} {r['wall']:8.2f} {r['changes']:8d} {r['requests']:9d} {r['requests'] / n:9.2f} "
+              + " ".join(f"{p:12d}" for p in worst) + "  [" + ", ".join(f"{x['wall']:.2f}" for x in rs) + "]")
+    over = any(x["peaks"][i] > m for rs in rows.values() for x in rs for i, (m, _) in enumerate(limits))
+    print(f"documented limit ({limit_text}): " + ("EXCEEDED: the provider has no client-side limiter"
+                                                  if over else "never exceeded"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--domains", type=int, default=200)
@@ -198,11 +341,17 @@ def main() -> None:
                          "threads)")
     ap.add_argument("--latency", type=float, default=0.0, metavar="MS",
                     help="delay every API answer by MS milliseconds, for both tools (default 0)")
+    ap.add_argument("--provider", choices=("cloudflare", "hetzner", "route53"), default="cloudflare",
+                    help="DNS provider API (default cloudflare, the only one compared with octoDNS)")
     args = ap.parse_args()
     if args.repeat < 1 or args.domains < 1:
         ap.error("--repeat and --domains must be at least 1")
     if args.latency < 0:
         ap.error("--latency must be 0 or more")
+    os.environ[TOKEN_ENV] = TOKEN
+    if args.provider != "cloudflare":
+        other_provider(args, args.domains)
+        return
     latency = args.latency / 1000
     os.environ[TOKEN_ENV] = TOKEN
     n = args.domains
