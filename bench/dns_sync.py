@@ -74,7 +74,8 @@ def make_inventory(root: Path, n: int) -> Path:
         "mailops_dkim_keystore": str(root / "dkim"),
         "mailops_dns_providers": {"cf": {"type": "cloudflare", "api_token": {"env": TOKEN_ENV},
                                          "api_base_url": "http://cf.emulator/client/v4"}},
-        "mailops_domains": {d: {"dns_provider": "cf", "dmarc": {"policy": "reject", "rua": ["mailto:dmarc-reports@example.net"]}}
+        "mailops_domains": {d: {"dns_provider": "cf",
+                                "dmarc": {"policy": "reject", "rua": ["mailto:dmarc-reports@example.net"]}}
                             for d in domains},
     }))
     return inv
@@ -315,9 +316,10 @@ def other_provider(args, n: int) -> None:
     finally:
         backend.close()
     limit_text = " and ".join(f"{m} per {window_name(w)}" for m, w in limits)
+    api = "Hetzner Cloud API emulator, mailops.lab.hcloudemu" if args.provider == "hetzner" else "moto Route 53 server"
     print(f"dns sync benchmark  {time.strftime('%Y-%m-%d')}  {platform.node()}, {os.cpu_count()} cores; provider "
-          f"{args.provider} ({'Hetzner Cloud API emulator, mailops.lab.hcloudemu' if args.provider == 'hetzner' else 'moto Route 53 server'} "
-          f"on loopback); {n} domains/zones; API latency {args.latency:g} ms per request; mailops only; "
+          f"{args.provider} ({api} on loopback); {n} domains/zones; API latency {args.latency:g} ms per request; "
+          "mailops only; "
           f"wall s = best of {args.repeat} rounds")
     print(f"{'sync':>6} {'wall s':>8} {'changes':>8} {'requests':>9} {'req/zone':>9} "
           + " ".join(f"{'peak/' + window_name(w):>12}" for _, w in limits) + "  rounds")

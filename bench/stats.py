@@ -230,8 +230,9 @@ def side_by_side(lines: int, rounds: int, tmp: str) -> None:
         best[name] = (wall, rss)
         label = {"mailops stats": "mailops stats --file", "pflogsumm": "pflogsumm",
                  "parse only": "mailops parse only"}[name]
+        rounds_text = ", ".join(f"{w:.2f}" for w, _ in rs)
         print(f"{label:>24} {wall:>7.2f} {lines / wall:>10,.0f} "
-              + (f"{rss:>12.1f}" if rss else f"{'(in-process)':>12}") + "  [" + ", ".join(f"{w:.2f}" for w, _ in rs) + "]")
+              + (f"{rss:>12.1f}" if rss else f"{'(in-process)':>12}") + f"  [{rounds_text}]")
     ratio = best["pflogsumm"][0] / best["mailops stats"][0]
     print(f"mailops / pflogsumm: lines/s {ratio:.2f} x through the CLI (goal of issue 17: >= 4 x: "
           f"{'met' if ratio >= 4 else 'NOT met'}), {best['pflogsumm'][0] / best['parse only'][0]:.2f} x the parse "
