@@ -141,3 +141,22 @@ def test_inventory_check_names_a_wrong_mailbox_setting(tmp_path, change, says):
     proc = mailops("inventory", "check", str(inventory), check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
     assert says in proc.stdout + proc.stderr and "mailops_verify" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_inventory_check_resolves_the_example_seed_mailbox_password(tmp_path):
+    """The README's example inventory: its IMAP seed mailbox's password reference is checked
+    (named at its line and field) and its value never shown."""
+    import os
+    import shutil
+
+    from tests.helpers import ROOT
+
+    inventory = tmp_path / "example"
+    shutil.copytree(ROOT / "inventories" / "example", inventory)
+    env = {k: v for k, v in os.environ.items() if k != "MAILOPS_GMAIL_APP_PASSWORD"}
+    proc = mailops("inventory", "check", str(inventory), check=False, env=env)
+    line = next(l for l in proc.stdout.splitlines() if "mailops_verify.mailboxes[0].imap.password" in l)
+    assert "environment variable MAILOPS_GMAIL_APP_PASSWORD is not set" in line
+    proc = mailops("inventory", "check", str(inventory), check=False,
+                   env={**env, "MAILOPS_GMAIL_APP_PASSWORD": "s3cret-app-password"})
+    assert "mailops_verify" not in proc.stdout and "s3cret-app-password" not in proc.stdout + proc.stderr

@@ -484,10 +484,10 @@ OPENDKIM_CONF = "/etc/opendkim.conf"
 
 class LabSender:
     """vps11 converged by the mail roles (sasl, opendkim, postfix) with a stream: bulk user, shop.test's
-    records in the lab BIND, the lab receiver's Maildir as the seed mailbox."""
+    records in the lab BIND, the lab receiver's mailbox over IMAP as the seed mailbox."""
 
     def __init__(self, lab_cfg, work):
-        from mailops.lab import core
+        from mailops.lab import core, mailbox as labmailbox
         from tests.mailhost import MailHost, new_password
 
         self.lab_cfg, self.core = lab_cfg, core
@@ -500,7 +500,9 @@ class LabSender:
                                  "mailops_dns_resolvers": [lab_cfg.gateway_ipv4],
                                  "mailops_verify": {"ca_bundle": str(work / "tls" / "fullchain.pem"), "mailboxes": [
                                      {"name": "lab", "recipient": "verify@inbox.test", "authserv_id": AUTHSERV,
-                                      "maildir": str(self.maildir)}]}})
+                                      "imap": {"host": "mx.inbox.test", "login": "verify@inbox.test",
+                                               "password": {"file": str(labmailbox.password_path(lab_cfg, "verify"))},
+                                               "ca_bundle": str(labmailbox.ca_path(lab_cfg))}}]}})
         self.host.converge()
         # the stand-in certificate is new on each run: the smtpd processes still running serve the old one
         self.host.ssh("postfix reload")
