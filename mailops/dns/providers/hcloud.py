@@ -46,21 +46,87 @@ T = TypeVar("T")
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class HcloudReverseProvider:
-    kind = "hcloud"
+class HcloudClient:
+    """What every use of the Hetzner Cloud API shares (reverse DNS, DNS zones, servers): the
+    official client, retries on 500/503, and one-line errors naming the setting, token scrubbed."""
+    label = "hcloud provider"                      # how messages name the provider
+    section = "mailops_reverse_dns_providers"       # where its api_token is set
+    changes = "reverse DNS"                         # what the token must be allowed to change
     retry_delays: tuple[float, ...] = (1.0, 3.0, 9.0)  # between attempts on 500/503
+    invalid_input_fix = ""                          # what to do when the API rejects a value
 
-    def __init__(self, name: str, token: str, api_base_url: str | None = None):
+    def _connect(self, name: str, token: str, api_base_url: str | None) -> None:
         self.name = name
         problem = token_problem(token)
         if problem:  # httpx would fail encoding the header with a traceback, or the API refuse it
-            raise MailopsError(f"hcloud provider {name!r}: the API token {problem}; put the token exactly as "
-                               f"Hetzner shows it in api_token of mailops_reverse_dns_providers.{name}")
+            raise MailopsError(f"{self.label} {name!r}: the API token {problem}; put the token exactly as "
+                               f"Hetzner shows it in api_token of {self.section}.{name}")
         self._api = (api_base_url or DEFAULT_API).rstrip("/")
         self._token = token  # kept only to scrub it from messages
         self._client = hcloud.Client(
             token, api_endpoint=self._api, application_name="mailops", timeout=30,
             poll_interval=hcloud.exponential_backoff_function(base=0.5, multiplier=2, cap=5.0))
+
+    def _call(self, call: Callable[[], T], doing: str, retry: bool = True) -> T:
+        delays = self.retry_delays if retry else ()
+        attempts = len(delays) + 1
+        for attempt, delay in enumerate((*delays, None), start=1):
+            try:
+                return call()
+            except hcloud.APIException as exc:
+                if exc.code not in _TRANSIENT or delay is None:
+                    raise self._api_error(exc, doing, attempt) from None
+                log.info("%s %r: %s %s while %s; retrying in %.1f s (attempt %d of %d)", self.label,
+                         self.name, _status(exc), exc.code, doing, delay, attempt + 1, attempts)
+                time.sleep(delay)
+            except ActionFailedException as exc:
+                error = exc.action.error or {}
+                raise self._fail(f"the {exc.action.command or 'API'} action failed while {doing}: "
+                                 f"{error.get('code', '?')}: {error.get('message', '')}") from None
+            except ActionTimeoutException as exc:
+                raise self._fail(f"the {exc.action.command or 'API'} action did not finish while {doing}; "
+                                 "look in the Hetzner Cloud console") from None
+            except requests.RequestException as exc:
+                raise self._fail(f"cannot reach the API at {self._api} while {doing} ({type(exc).__name__}); "
+                                 "check api_base_url and the network") from None
+            except (AttributeError, TypeError, ValueError, KeyError):
+                raise self._fail(f"the API's answer while {doing} is not the Hetzner Cloud API's JSON; check "
+                                 f"that api_base_url ({self._api}) is the Cloud API") from None
+        raise AssertionError("the loop returns or raises")
+
+    def _api_error(self, exc: hcloud.APIException, doing: str, attempts: int) -> MailopsError:
+        what = f"{_status(exc)} {exc.code}"
+        setting = f"api_token of {self.section}.{self.name}"
+        if exc.code in ("unauthorized", 401):
+            return self._fail(f"the API token was refused ({what}) while {doing}; put a valid Read & Write "
+                              f"token of the Hetzner Cloud project in {setting}")
+        if exc.code in ("forbidden", "token_readonly", 403):
+            return self._fail(f"the API token may not change {self.changes} ({what}) while {doing}; "
+                              f"give {setting} Read & Write permission")
+        if exc.code == "invalid_input":
+            return self._fail(f"the API rejected {doing} ({what}: {exc.message})"
+                              + (f"; {self.invalid_input_fix}" if self.invalid_input_fix else ""))
+        if exc.code == "rate_limit_exceeded":
+            return self._fail(f"still rate limited ({what}) after the library's retries while {doing}; "
+                              "the project allows 3600 requests per hour: wait a few minutes and run again")
+        if exc.code in _TRANSIENT:
+            return self._fail(f"the API kept failing ({what}: {exc.message}) after {attempts} attempts "
+                              f"while {doing}; try again later")
+        return self._fail(f"the API refused {doing} ({what}: {exc.message})")
+
+    def _fail(self, text: str) -> MailopsError:
+        message = " ".join(f"{self.label} '{self.name}': {text}".split())
+        if self._token:
+            message = message.replace(self._token, "***")
+        return MailopsError(message)
+
+
+class HcloudReverseProvider(HcloudClient):
+    kind = "hcloud"
+    invalid_input_fix = "use a valid host name (letters, digits and hyphens, at least two labels)"
+
+    def __init__(self, name: str, token: str, api_base_url: str | None = None):
+        self._connect(name, token, api_base_url)
         self._servers: list[tuple[Any, Any, Any]] | None = None  # (network, section, bound object)
         self._primary_ips: list[tuple[Any, Any, Any]] | None = None
 
@@ -110,57 +176,6 @@ class HcloudReverseProvider:
             raise self._fail(f"no server or Primary IP owns {ip}; check mailops_ipv4/mailops_ipv6 of the host "
                              "or that the API token belongs to the servers' Hetzner Cloud project")
         return found
-
-    # --- calls and errors --------------------------------------------------
-
-    def _call(self, call: Callable[[], T], doing: str) -> T:
-        attempts = len(self.retry_delays) + 1
-        for attempt, delay in enumerate((*self.retry_delays, None), start=1):
-            try:
-                return call()
-            except hcloud.APIException as exc:
-                if exc.code not in _TRANSIENT or delay is None:
-                    raise self._api_error(exc, doing, attempt) from exc
-                log.info("hcloud provider %r: %s %s while %s; retrying in %.1f s (attempt %d of %d)",
-                         self.name, _status(exc), exc.code, doing, delay, attempt + 1, attempts)
-                time.sleep(delay)
-            except ActionFailedException as exc:
-                error = exc.action.error or {}
-                raise self._fail(f"the change_dns_ptr action failed while {doing}: "
-                                 f"{error.get('code', '?')}: {error.get('message', '')}") from exc
-            except ActionTimeoutException as exc:
-                raise self._fail(f"the change_dns_ptr action did not finish while {doing}; "
-                                 "check the server's reverse DNS in the Hetzner Cloud console") from exc
-            except requests.RequestException as exc:
-                raise self._fail(f"cannot reach the API at {self._api} while {doing} ({type(exc).__name__}); "
-                                 "check api_base_url and the network") from exc
-        raise AssertionError("the loop returns or raises")
-
-    def _api_error(self, exc: hcloud.APIException, doing: str, attempts: int) -> MailopsError:
-        what = f"{_status(exc)} {exc.code}"
-        setting = f"api_token of mailops_reverse_dns_providers.{self.name}"
-        if exc.code == "unauthorized" or exc.code == 401:
-            return self._fail(f"the API token was refused ({what}) while {doing}; put a valid Read & Write "
-                              f"token of the servers' Hetzner Cloud project in {setting}")
-        if exc.code in ("forbidden", "token_readonly", 403):
-            return self._fail(f"the API token may not change reverse DNS ({what}) while {doing}; "
-                              f"give {setting} Read & Write permission")
-        if exc.code == "invalid_input":
-            return self._fail(f"the API rejected {doing} ({what}: {exc.message}); "
-                              "use a valid host name (letters, digits and hyphens, at least two labels)")
-        if exc.code == "rate_limit_exceeded":
-            return self._fail(f"still rate limited ({what}) after the library's retries while {doing}; "
-                              "the project allows 3600 requests per hour: wait a few minutes and run again")
-        if exc.code in _TRANSIENT:
-            return self._fail(f"the API kept failing ({what}: {exc.message}) after {attempts} attempts "
-                              f"while {doing}; try again later")
-        return self._fail(f"the API refused {doing} ({what}: {exc.message})")
-
-    def _fail(self, text: str) -> MailopsError:
-        message = " ".join(f"hcloud provider '{self.name}': {text}".split())
-        if self._token:
-            message = message.replace(self._token, "***")
-        return MailopsError(message)
 
 
 def _status(exc: hcloud.APIException) -> int | str:

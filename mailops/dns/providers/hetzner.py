@@ -33,29 +33,22 @@ half-applied, which the next ``dns plan`` shows and ``dns sync`` completes.
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import hcloud
-import requests
-from hcloud.actions import ActionFailedException, ActionTimeoutException
+from hcloud.actions import ActionFailedException
 from hcloud.zones import ZoneRecord, ZoneRRSet
 
 from mailops.dns.plan import _TYPE_ORDER
 from mailops.dns.providers.base import Existing, ZoneChanges
 from mailops.dns.providers.cloudflare import OWNER_COMMENT, owner_comment
-from mailops.dns.providers.hcloud import _TRANSIENT, DEFAULT_API, _status
+from mailops.dns.providers.hcloud import HcloudClient
 from mailops.dns.records import Record, in_zone, normalize_name, quote_txt, relative_name
 from mailops.errors import MailopsError
-from mailops.inventory.secrets import token_problem
 
 __all__ = ["HetznerProvider"]
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 # The types mailops publishes (and Hetzner's RRsets can hold).
 _WRITABLE = {"A", "AAAA", "CNAME", "MX", "TXT", "CAA", "NS", "PTR", "SRV", "TLSA"}
 
@@ -63,24 +56,16 @@ _WRITABLE = {"A", "AAAA", "CNAME", "MX", "TXT", "CAA", "NS", "PTR", "SRV", "TLSA
 RRset = tuple[int | None, tuple[tuple[str, str | None], ...]]
 
 
-class HetznerProvider:
+class HetznerProvider(HcloudClient):
     kind = "hetzner"
+    label, section, changes = "hetzner provider", "mailops_dns_providers", "DNS"
     rrset_ttl = True  # one TTL per RRset, as in DNS itself
     ownership = f"record comment {OWNER_COMMENT!r}"
-    retry_delays: tuple[float, ...] = (1.0, 3.0, 9.0)  # between attempts on 500/503
 
     def __init__(self, name: str, token: str, api_base_url: str | None = None, *, owner: str | None = None):
-        self.name = name
-        problem = token_problem(token)
-        if problem:
-            raise MailopsError(f"hetzner provider {name!r}: the API token {problem}; put the token exactly as "
-                               f"Hetzner shows it in api_token of mailops_dns_providers.{name}")
+        self._connect(name, token, api_base_url)
+        self.client = self._client
         self.comment = owner_comment(owner)
-        self._api = (api_base_url or DEFAULT_API).rstrip("/")
-        self._token = token  # kept only to scrub it from messages
-        self.client = hcloud.Client(
-            token, api_endpoint=self._api, application_name="mailops", timeout=30,
-            poll_interval=hcloud.exponential_backoff_function(base=0.5, multiplier=2, cap=5.0))
         self.requests = 0
         # zones are listed and applied from several threads
         self._lock, self._count_lock = threading.Lock(), threading.Lock()
@@ -274,53 +259,3 @@ class HetznerProvider:
             return self._fail(f"{cause}; rolling back the {len(done)} RRset(s) already written failed for "
                               f"{', '.join(failed)}: {zone} is partly changed, run mailops dns plan to see it")
         return self._fail(f"{cause}; rolled back the {len(done)} RRset(s) already written, {zone} is as before")
-
-    # --- calls and errors ----------------------------------------------------
-
-    def _call(self, call: Callable[[], T], doing: str, retry: bool = True) -> T:
-        delays = self.retry_delays if retry else ()
-        for attempt, delay in enumerate((*delays, None), start=1):
-            try:
-                return call()
-            except hcloud.APIException as exc:
-                if exc.code not in _TRANSIENT or delay is None:
-                    raise self._api_error(exc, doing, attempt) from None
-                log.info("hetzner provider %r: %s %s while %s; retrying in %.1f s", self.name, _status(exc),
-                         exc.code, doing, delay)
-                time.sleep(delay)
-            except ActionFailedException as exc:
-                error = exc.action.error or {}
-                raise self._fail(f"the action failed while {doing}: {error.get('code', '?')}: "
-                                 f"{error.get('message', '')}") from None
-            except ActionTimeoutException:
-                raise self._fail(f"the action did not finish while {doing}") from None
-            except requests.RequestException as exc:
-                raise self._fail(f"cannot reach the API at {self._api} while {doing} ({type(exc).__name__}); "
-                                 "check api_base_url and the network") from None
-            except (AttributeError, TypeError, ValueError, KeyError):
-                raise self._fail(f"the API's answer while {doing} is not the Hetzner Cloud API's JSON; check "
-                                 f"that api_base_url ({self._api}) is the Cloud API") from None
-        raise AssertionError("the loop returns or raises")
-
-    def _api_error(self, exc: hcloud.APIException, doing: str, attempts: int) -> MailopsError:
-        what = f"{_status(exc)} {exc.code}"
-        setting = f"api_token of mailops_dns_providers.{self.name}"
-        if exc.code in ("unauthorized", 401):
-            return self._fail(f"the API token was refused ({what}) while {doing}; put a valid Read & Write "
-                              f"token of the zone's Hetzner Cloud project in {setting}")
-        if exc.code in ("forbidden", "token_readonly", 403):
-            return self._fail(f"the API token may not change DNS ({what}) while {doing}; give {setting} "
-                              "Read & Write permission")
-        if exc.code == "rate_limit_exceeded":
-            return self._fail(f"still rate limited ({what}) after the library's retries while {doing}; "
-                              "wait a few minutes and run again")
-        if exc.code in _TRANSIENT:
-            return self._fail(f"the API kept failing ({what}: {exc.message}) after {attempts} attempts "
-                              f"while {doing}; try again later")
-        return self._fail(f"the API refused {doing} ({what}: {exc.message})")
-
-    def _fail(self, text: str) -> MailopsError:
-        message = " ".join(f"hetzner provider '{self.name}': {text}".split())
-        if self._token:
-            message = message.replace(self._token, "***")
-        return MailopsError(message)
