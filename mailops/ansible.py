@@ -21,13 +21,34 @@ from typing import Callable
 from mailops.errors import MailopsError
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
 def project_dir() -> Path:
-    """The directory holding playbooks/, roles/ and ansible.cfg."""
+    """The directory holding playbooks/, roles/ and ansible.cfg: MAILOPS_PROJECT_DIR when set, else
+    the installed package (a wheel carries them inside mailops/, see setup.py), else the checkout
+    this package runs from (an editable install, CI)."""
     env = os.environ.get("MAILOPS_PROJECT_DIR")
-    root = Path(env) if env else Path(__file__).resolve().parent.parent
-    if not (root / "playbooks" / "site.yml").exists():
-        raise MailopsError(f"{root}: no playbooks/site.yml here; set MAILOPS_PROJECT_DIR to the mailops project")
-    return root
+    if env:
+        root = Path(env)
+        if not (root / "playbooks" / "site.yml").exists():
+            raise MailopsError(f"{root}: no playbooks/site.yml here; fix or unset MAILOPS_PROJECT_DIR")
+        return root
+    for root in (PACKAGE_DIR, PACKAGE_DIR.parent):
+        if (root / "playbooks" / "site.yml").exists():
+            return root
+    raise MailopsError(f"{PACKAGE_DIR}: the playbooks are neither in the installed package nor in a checkout "
+                       "beside it; reinstall mailops from a wheel, or set MAILOPS_PROJECT_DIR to a mailops checkout")
+
+
+def package_vars() -> dict[str, str]:
+    """Variables the roles need to find this package's own files. roles/returnpath copies the
+    return-path code from {{ role_path }}/../../mailops, the package beside roles/ in a checkout;
+    in an installed wheel roles/ sits inside the package, so it is named here (as an extra var:
+    the code copied is always that of the mailops running the converge)."""
+    if (project_dir() / "mailops" / "returnpath").is_dir():
+        return {}
+    return {"returnpath_source_dir": str(PACKAGE_DIR)}
 
 
 def _venv_bin() -> str:
@@ -184,7 +205,8 @@ def apply(inventory: Path, *, playbook: str = "playbooks/site.yml", check: bool 
     try:
         runner = ansible_runner.run(
             private_data_dir=str(private), project_dir=str(project_dir()), playbook=str(project_dir() / playbook),
-            inventory=str(inventory), cmdline=" ".join(cmdline) or None, limit=limit, extravars=extravars or {},
+            inventory=str(inventory), cmdline=" ".join(cmdline) or None, limit=limit,
+            extravars={**package_vars(), **(extravars or {})},
             envvars={k: v for k, v in ansible_env().items() if k.startswith("ANSIBLE_")},
             quiet=True, event_handler=handle, suppress_env_files=True,
             # ansible-runner points the fact cache into its artifact directory, which is removed

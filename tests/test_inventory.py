@@ -331,7 +331,7 @@ def test_cli_ok_on_lab(lab, monkeypatch):
     result = CliRunner().invoke(inventory, ["check", "lab"])
     assert result.exit_code == 0, result.output
     assert result.output == "inventories/lab: OK (1 host, 2 domains)\n"
-    result = CliRunner().invoke(inventory, ["check"])  # lab is the default
+    result = CliRunner().invoke(inventory, ["check"])  # the default: MAILOPS_INVENTORY, the lab (tests/conftest.py)
     assert result.exit_code == 0
 
 

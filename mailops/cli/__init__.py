@@ -15,14 +15,16 @@ def main() -> None:
 
 
 def _register() -> None:
-    from mailops.cli import (bounces, demo, dkim, dns, inventory, lab, provision, queue, reports, stats, suppressions,
-                             verify, warmup)
+    from mailops.cli import (bounces, collection, demo, dkim, dns, init, inventory, lab, provision, queue, reports,
+                             stats, suppressions, verify, warmup)
 
     main.add_command(lab.lab)
     main.add_command(provision.provision)
     main.add_command(dkim.dkim)
     main.add_command(dns.dns)
     main.add_command(inventory.inventory)
+    main.add_command(init.init)
+    main.add_command(collection.collection)
     main.add_command(verify.verify)
     main.add_command(queue.queue)
     main.add_command(stats.stats)

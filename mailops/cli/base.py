@@ -9,9 +9,13 @@ import click
 from mailops.errors import MailopsError
 from mailops.inventory import InventoryError
 
-inventory_option = click.option(
-    "-i", "--inventory", "inventory_name", default="lab", show_default=True, metavar="NAME",
-    help="Inventory directory, or a name under inventories/.")
+# No built-in default: without -i the library picks $MAILOPS_INVENTORY, ./inventory/ or the only
+# ./inventories/NAME/, else says how to choose (mailops.inventory.paths.default_inventory).
+INVENTORY_HELP = ("Inventory directory, or a NAME under ./inventories/ "
+                  "[default: $MAILOPS_INVENTORY, else ./inventory/, else the only ./inventories/NAME/].")
+
+inventory_option = click.option("-i", "--inventory", "inventory_name", default=None, metavar="DIR|NAME",
+                                help=INVENTORY_HELP)
 
 
 def echo_problems(exc: InventoryError, err: bool = False) -> None:

@@ -16,9 +16,10 @@ def inventory() -> None:
 
 
 @inventory.command("check")
-@click.argument("name", default="lab")
-def check(name: str) -> None:
-    """Check inventory NAME (a directory, or a name under inventories/; default: lab).
+@click.argument("name", required=False)
+def check(name: str | None) -> None:
+    """Check inventory NAME (a directory, or a name under ./inventories/; default: $MAILOPS_INVENTORY,
+    else ./inventory/, else the only ./inventories/NAME/).
 
     Prints one line per problem and exits 1, or a one-line summary. Secrets whose content
     mailops can check (the return-path key) are read too, never shown.
