@@ -19,6 +19,9 @@ from typing import Callable, Hashable
 # Cloudflare's documented limits: 1200 requests per 5 minutes per user (or account token)
 # and 200 per second per IP (developers.cloudflare.com/fundamentals/api/reference/limits/).
 CLOUDFLARE_LIMITS: tuple[tuple[int, float], ...] = ((1200, 300.0), (200, 1.0))
+# Route 53's documented limit: five API requests per second per AWS account
+# (docs.aws.amazon.com/Route53/latest/DeveloperGuide/DNSLimitations.html, "Limits on API requests").
+ROUTE53_LIMITS: tuple[tuple[int, float], ...] = ((5, 1.0),)
 
 
 class RateLimiter:

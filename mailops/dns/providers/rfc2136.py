@@ -13,6 +13,7 @@ edits by hand no longer matches its entry and so is no longer mailops'.
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import dns.exception
 import dns.message
@@ -80,6 +81,11 @@ class _Rfc2136Base:
                                "put the key's secret (as printed by tsig-keygen) in tsig_secret") from None
         self._zone_cache: dict[str, str | None] = {}
         self.requests = 0
+        self._count_lock = threading.Lock()  # zones are listed and applied from several threads
+
+    def _count(self) -> None:
+        with self._count_lock:
+            self.requests += 1
 
     def _where(self) -> str:
         return f"{self.server}#{self.port}"
@@ -91,7 +97,7 @@ class _Rfc2136Base:
 
     def _tcp(self, msg: dns.message.Message, on_failure: str, what: str | None = None) -> dns.message.Message:
         """Send one TSIG-signed message over TCP; failures become one-line errors."""
-        self.requests += 1
+        self._count()
         try:
             return dns.query.tcp(msg, self.server, port=self.port, timeout=self.timeout)
         except dns.tsig.PeerError as e:
@@ -141,7 +147,7 @@ class Rfc2136Provider(_Rfc2136Base):
     ownership = f"TXT registry at {REGISTRY_LABEL}.<zone>"
 
     def _axfr(self, zone: str) -> dns.zone.Zone:
-        self.requests += 1
+        self._count()
         try:
             z = dns.zone.Zone(zone + ".", relativize=False)
             dns.query.inbound_xfr(self.server, z, port=self.port, timeout=self.timeout,

@@ -37,6 +37,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from mailops.dns import apilimit
 from mailops.dns.providers.base import Existing, ZoneChanges
 from mailops.dns.providers.rfc2136 import REGISTRY_LABEL, REGISTRY_TTL, registry_entry, registry_label
 from mailops.dns.records import Record, in_zone, join_txt, normalize_name, quote_txt
@@ -78,8 +79,11 @@ class Route53Provider:
         self.client = session.client("route53", endpoint_url=endpoint_url or None, config=config)
         self.requests = 0
         self._lock, self._count_lock = threading.Lock(), threading.Lock()
+        account = keys[0] if keys else "default credential chain"
+        self.limiter = apilimit.shared(("route53", endpoint_url or "", account), apilimit.ROUTE53_LIMITS)
 
         def count(**_kwargs) -> None:
+            self.limiter.acquire()  # every attempt counts against the account's limit
             with self._count_lock:
                 self.requests += 1
         self.client.meta.events.register("before-send.route53", count)  # every attempt, retries included
