@@ -15,6 +15,7 @@ from rich.table import Table
 
 from mailops import provision as lib
 from mailops.ansible import ApplyResult, TaskEvent, apply as run_apply
+from mailops.cli.base import inventory_option
 from mailops.inventory import load
 
 console = Console(stderr=True)
@@ -98,7 +99,7 @@ def provision() -> None:
 
 
 @provision.command("apply")
-@click.option("-i", "--inventory", "inventory_name", default="lab", show_default=True, help="Inventory name or path.")
+@inventory_option
 @click.option("--check", is_flag=True, help="Dry run: report what would change.")
 @click.option("--diff", is_flag=True, help="Show file differences.")
 @click.option("--limit", default=None, help="Only these hosts (Ansible pattern).")
@@ -112,7 +113,7 @@ def apply_cmd(inventory_name, check, diff, limit, tags, as_json):
 
 @provision.command("new-vps")
 @click.argument("host")
-@click.option("-i", "--inventory", "inventory_name", default="lab", show_default=True)
+@inventory_option
 @click.option("--expect-fingerprint", default=None, help="The SSH host key fingerprint (SHA256:...) you expect.")
 @click.option("--yes", is_flag=True, help="Trust the host key shown without asking (trust on first use).")
 @click.option("--json", "as_json", is_flag=True)
