@@ -138,9 +138,10 @@ def preflight(host: MailHost, smtp_probe: str) -> list[CheckResult]:
         facts[key] = rest
     results = [CheckResult("ssh", True, f"connected as {host.ssh_user}")]
     os_id = facts.get("os", "? ?").split()
-    results.append(CheckResult("os", os_id[:2] == ["debian", "12"],
-                               f"{' '.join(os_id)}" + ("" if os_id[:2] == ["debian", "12"] else
-                                                       "; mailops supports Debian 12 (bookworm) only")))
+    supported = os_id[:1] == ["debian"] and os_id[1:2] in (["12"], ["13"])
+    results.append(CheckResult("os", supported, f"{' '.join(os_id)}" + ("" if supported else
+                               "; mailops supports Debian 13 (trixie) and Debian 12 (bookworm): "
+                               "re-install the server with one of them")))
     ram = int(facts.get("ram_mb", 0))
     results.append(CheckResult("ram", ram >= MIN_RAM_MB, f"{ram} MB" + ("" if ram >= MIN_RAM_MB else
                                                                         f"; need at least {MIN_RAM_MB} MB")))

@@ -43,5 +43,11 @@ def test_user_database(host):
 
 
 def test_plaintext_auth_needs_tls(host):
-    out = host.run("doveconf -h disable_plaintext_auth")
-    assert out.stdout.strip() == "yes", "disable_plaintext_auth is not yes"
+    # Dovecot 2.4 (Debian 13) renamed disable_plaintext_auth = yes to auth_allow_cleartext = no
+    # (2.3 prints nothing for the new name)
+    out = host.run("doveconf -h auth_allow_cleartext")
+    if out.rc == 0 and out.stdout.strip():
+        assert out.stdout.strip() == "no", "auth_allow_cleartext is not no"
+    else:
+        out = host.run("doveconf -h disable_plaintext_auth")
+        assert out.stdout.strip() == "yes", "disable_plaintext_auth is not yes"

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailops.lab import core
-from mailops.lab.config import LabConfig
+from mailops.lab.config import SUITES, LabConfig, parse_vps_suites
 
 console = Console()
 
@@ -26,10 +26,15 @@ def lab() -> None:
 
 @lab.command()
 @click.option("--vps", default=1, show_default=True, type=click.IntRange(1, 40), help="Number of fresh VPS machines.")
+@click.option("--suite", type=click.Choice(SUITES), default=None,
+              help="Debian suite of new VPS machines (default trixie, or $MAILOPS_LAB_SUITE).")
+@click.option("--vps-suite", "vps_suites", multiple=True, metavar="N=SUITE",
+              help="Another suite for VPS number N, e.g. --vps-suite 8=bookworm (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting status as JSON.")
-def up(vps: int, as_json: bool) -> None:
-    """Bring the lab up (idempotent: reuses what already runs)."""
-    result = core.up(LabConfig(), vps=vps, log=_log if not as_json else lambda _m: None)
+def up(vps: int, suite: str | None, vps_suites: tuple[str, ...], as_json: bool) -> None:
+    """Bring the lab up (idempotent: reuses what already runs, whatever its suite;
+    `mailops lab reset NAME --suite S` rebuilds one machine with another suite)."""
+    result = core.up(_config(suite, vps_suites), vps=vps, log=_log if not as_json else lambda _m: None)
     if as_json:
         click.echo(json.dumps({"seconds": result.seconds, "images": result.images, "started": result.started,
                                "status": result.status}, indent=2))
@@ -54,15 +59,16 @@ def status(as_json: bool) -> None:
 
 def _print_status(st: dict) -> None:
     table = Table(title=f"mailops lab ({st['network']['ipv4']}, {st['network']['ipv6']})")
-    for col in ("name", "kind", "address", "state"):
+    for col in ("name", "kind", "address", "suite", "state"):
         table.add_column(col)
     net = st["network"]
     table.add_row(net["bridge"], "bridge/gateway", f"{net['gateway_ipv4']}, {net['gateway_ipv6']}",
-                  "present" if net["present"] else "absent")
+                  "", "present" if net["present"] else "absent")
     for svc in st["services"]:
-        table.add_row(svc["name"].split(" ")[0], svc["name"], svc["address"], _color(svc["state"]))
+        table.add_row(svc["name"].split(" ")[0], svc["name"], svc["address"], "", _color(svc["state"]))
     for m in st["machines"]:
-        table.add_row(m["name"], f"{m['role']} {m['fqdn']}", f"{m['ipv4']}, {m['ipv6']}", _color(m["state"]))
+        table.add_row(m["name"], f"{m['role']} {m['fqdn']}", f"{m['ipv4']}, {m['ipv6']}", m["suite"],
+                      _color(m["state"]))
     console.print(table)
 
 
@@ -78,12 +84,26 @@ def down() -> None:
     console.print("lab removed; nothing left behind (image and package caches kept for a fast next `lab up`)")
 
 
+def _config(suite: str | None, vps_suites: tuple[str, ...]) -> LabConfig:
+    cfg = LabConfig()
+    if suite:
+        cfg.suite = suite
+    try:
+        cfg.vps_suites.update(parse_vps_suites(",".join(vps_suites)))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--vps-suite") from None
+    return cfg
+
+
 @lab.command()
 @click.argument("name")
-def reset(name: str) -> None:
+@click.option("--suite", type=click.Choice(SUITES), default=None,
+              help="Re-install with this Debian suite (default: the machine's current suite).")
+def reset(name: str, suite: str | None) -> None:
     """Replace machine NAME with a pristine copy (like re-installing a VPS)."""
-    m = core.reset(LabConfig(), name, log=_log)
-    console.print(f"{name} reset: fresh machine at {m['ipv4']}, {m['ipv6']} (new SSH host keys recorded)")
+    m = core.reset(LabConfig(), name, log=_log, suite=suite)
+    console.print(f"{name} reset: fresh {m['suite']} machine at {m['ipv4']}, {m['ipv6']} "
+                  "(new SSH host keys recorded)")
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})

@@ -24,6 +24,14 @@ SENDING_ZONES = ("shop.test", "news.test")
 MAILBOX_DOMAIN = "inbox.test"
 DNSBL_ZONE = "dnsbl.test"
 
+# Debian suites the lab builds images of (Debian's archive serves both).
+# trixie (13, stable) is the default; bookworm (12, oldstable) stays supported.
+SUITES = ("trixie", "bookworm")
+DEFAULT_SUITE = "trixie"
+# The receiving host is not a machine under test: it stays on the suite its
+# Dovecot configuration (mailbox.py, 2.3 syntax) is written for.
+RECEIVER_SUITE = "bookworm"
+
 RECEIVER_NAME = "mx"
 RECEIVER_FQDN = f"mx.{MAILBOX_DOMAIN}"
 
@@ -39,6 +47,23 @@ class Machine:
     fqdn: str
 
 
+def check_suite(suite: str) -> str:
+    if suite not in SUITES:
+        raise ValueError(f"lab suite {suite!r} is not one of {', '.join(SUITES)}")
+    return suite
+
+
+def parse_vps_suites(text: str) -> dict[int, str]:
+    """"8=bookworm,9=trixie" -> {8: "bookworm", 9: "trixie"} (VPS number = suite)."""
+    result = {}
+    for part in filter(None, (p.strip() for p in text.replace(" ", ",").split(","))):
+        number, sep, suite = part.partition("=")
+        if not sep or not number.strip().removeprefix("vps").isdigit():
+            raise ValueError(f"VPS suite {part!r} must look like 8=bookworm (VPS number = suite)")
+        result[int(number.strip().removeprefix("vps"))] = check_suite(suite.strip())
+    return result
+
+
 @dataclass
 class LabConfig:
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("MAILOPS_LAB_DIR", DEFAULT_STATE_DIR)))
@@ -46,7 +71,11 @@ class LabConfig:
     ipv4_network: str = field(default_factory=lambda: os.environ.get("MAILOPS_LAB_IPV4", "198.51.100.0/24"))
     ipv6_network: str = field(default_factory=lambda: os.environ.get("MAILOPS_LAB_IPV6", "2001:db8:51::/64"))
     bridge: str = "mo-lab0"
-    suite: str = "bookworm"
+    # the suite of every VPS unless vps_suites names another for a VPS number
+    # (MAILOPS_LAB_SUITE, MAILOPS_LAB_VPS_SUITES="8=bookworm,9=bookworm")
+    suite: str = field(default_factory=lambda: os.environ.get("MAILOPS_LAB_SUITE", DEFAULT_SUITE))
+    vps_suites: dict[int, str] = field(default_factory=lambda: parse_vps_suites(
+        os.environ.get("MAILOPS_LAB_VPS_SUITES", "")))
     mirror: str = field(default_factory=lambda: os.environ.get("MAILOPS_LAB_MIRROR", "http://deb.debian.org/debian"))
     proxy_port: int = 3142
     # TCP ports of host services lab machines may reach on the gateway
@@ -65,6 +94,19 @@ class LabConfig:
             raise ValueError(f"lab IPv6 network {self.ipv6_network} must be an IPv6 network of /120 or larger")
         self._v4 = v4
         self._v6 = v6
+        for suite in (self.suite, *self.vps_suites.values()):
+            check_suite(suite)
+
+    def suite_for(self, machine: "Machine") -> str:
+        """The suite a new copy of this machine is made from."""
+        if machine.role == "receiver":
+            return RECEIVER_SUITE
+        return self.vps_suites.get(int(machine.name.removeprefix("vps")), self.suite)
+
+    @property
+    def suites(self) -> list[str]:
+        """Every suite this configuration makes machines of (images to build)."""
+        return sorted({self.suite, RECEIVER_SUITE, *self.vps_suites.values()})
 
     # -- addresses -------------------------------------------------------
     def _host(self, index: int) -> tuple[str, str]:

@@ -21,7 +21,7 @@ from typing import Callable
 
 from mailops.errors import MailopsError
 from mailops.lab import dns, image, machine, mailbox, net, receiver, services
-from mailops.lab.config import LAB_ZONE, LabConfig, Machine
+from mailops.lab.config import LAB_ZONE, LabConfig, Machine, check_suite
 # The services' configurations are in services.py; many callers know them as core.*.
 from mailops.lab.services import acme_config, cloudflare_config, dns_config  # noqa: F401
 from mailops.lab.system import require_commands, require_root, run
@@ -40,6 +40,8 @@ REQUIRED_COMMANDS = {
 }
 
 Log = Callable[[str], None]
+# machines recorded without a suite were made when the lab knew only bookworm
+LEGACY_SUITE = "bookworm"
 
 
 def _quiet(_: str) -> None:
@@ -167,12 +169,12 @@ def up(cfg: LabConfig | None = None, vps: int = 1, log: Log = _quiet) -> UpResul
                             log(f"{m.name}: {action}")
                     continue
                 log(f"booting {m.name} ({m.fqdn}, {m.ipv4}, {m.ipv6})")
-                img = image.image_path(cfg, "receiver" if m.role == "receiver" else "base")
+                img, suite = image.machine_image(cfg, m)
                 root = machine.prepare_root(cfg, m, img, pubkey)
                 if m.role == "receiver":
                     receiver.configure_root(cfg, m, root)
                 running = machine.start(cfg, m, root)
-                state["machines"][m.name] = running.to_dict()
+                state["machines"][m.name] = {**running.to_dict(), "suite": suite}
                 started.append((m.name, lambda r=running.to_dict(): _remove_machine(cfg, r)))
                 save_state(cfg, state)
                 _record_host_keys(cfg, state)
@@ -281,7 +283,8 @@ def status(cfg: LabConfig | None = None) -> dict:
     machines = []
     for name, m in sorted(state.get("machines", {}).items(), key=lambda kv: (kv[1]["role"] != "receiver", kv[0])):
         machines.append({"name": name, "role": m["role"], "fqdn": m["fqdn"], "ipv4": m["ipv4"], "ipv6": m["ipv6"],
-                         "state": machine.system_state(m), "leader_pid": m["leader_pid"]})
+                         "state": machine.system_state(m), "leader_pid": m["leader_pid"],
+                         "suite": m.get("suite", LEGACY_SUITE)})
     return {
         "up": bool(machines) and all(m["state"] in ("running", "degraded") for m in machines),
         "state_dir": str(cfg.state_dir),
@@ -398,11 +401,14 @@ def machine_root(cfg: LabConfig, name: str) -> Path:
     return Path(m["root"])
 
 
-def reset(cfg: LabConfig | None = None, name: str = "vps1", log: Log = _quiet) -> dict:
+def reset(cfg: LabConfig | None = None, name: str = "vps1", log: Log = _quiet, suite: str | None = None) -> dict:
     """Replace one machine with a pristine copy of its image (a re-installed VPS).
 
     Its addresses and names stay; its SSH host keys are new (as after a
-    provider's rebuild), and known_hosts is updated accordingly."""
+    provider's rebuild), and known_hosts is updated accordingly.  The copy is
+    of ``suite`` if given (a rebuild with another Debian, its image built if
+    missing), else of the suite the machine had (bookworm for machines started
+    before suites were recorded)."""
     cfg = cfg or LabConfig()
     require_root()
     with _lock(cfg):
@@ -412,16 +418,21 @@ def reset(cfg: LabConfig | None = None, name: str = "vps1", log: Log = _quiet) -
             known = ", ".join(sorted(state.get("machines", {}))) or "none"
             raise MailopsError(f"no lab machine named {name!r}; running machines: {known}")
         m = cfg.receiver if current["role"] == "receiver" else cfg.vps(int(name.removeprefix("vps")))
-        log(f"resetting {name}")
+        if m.role == "receiver":
+            suite = cfg.suite_for(m)
+        else:
+            suite = check_suite(suite) if suite else current.get("suite", LEGACY_SUITE)
+            image.ensure_image(cfg, "base", suite, log)
+        log(f"resetting {name} ({suite})")
         _remove_machine(cfg, current)
-        img = image.image_path(cfg, "receiver" if m.role == "receiver" else "base")
+        img, suite = image.machine_image(cfg, m, suite)
         root = machine.prepare_root(cfg, m, img, _ensure_ssh_key(cfg))
         if m.role == "receiver":
             receiver.configure_root(cfg, m, root)
         running = machine.start(cfg, m, root)
-        state["machines"][name] = running.to_dict()
+        state["machines"][name] = {**running.to_dict(), "suite": suite}
         save_state(cfg, state)
         _record_host_keys(cfg, state)
         if m.role == "receiver":
             _wait_receiver(cfg, running.to_dict())
-        return running.to_dict()
+        return state["machines"][name]

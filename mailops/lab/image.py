@@ -1,6 +1,7 @@
 """Cached Debian root filesystems the lab machines are copied from.
 
-* ``base``: what a new cloud server has: systemd, SSH and python3, nothing else.
+* ``base``: what a new cloud server has: systemd, SSH and python3, nothing else;
+  one per Debian suite (``trixie-base``, ``bookworm-base``).
 * ``receiver``: base plus the receiving MTA stack (Postfix, OpenDKIM in verify
   mode, OpenDMARC, the SPF policy daemon) and the mailbox side (Dovecot IMAP,
   LMTP and Sieve).
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from mailops.errors import MailopsError
-from mailops.lab.config import LabConfig
+from mailops.lab.config import LabConfig, Machine
 from mailops.lab.system import run
 
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "iproute2")
@@ -30,13 +31,19 @@ IMAGE_VERSION = 2  # bump when what goes into an image changes
 MARKER = ".mailops-image.json"
 
 
-def image_path(cfg: LabConfig, name: str) -> Path:
-    return cfg.images_dir / f"{cfg.suite}-{name}"
+def image_path(cfg: LabConfig, name: str, suite: str | None = None) -> Path:
+    return cfg.images_dir / f"{suite or cfg.suite}-{name}"
 
 
-def image_info(cfg: LabConfig, name: str) -> dict | None:
+def machine_image(cfg: LabConfig, m: Machine, suite: str | None = None) -> tuple[Path, str]:
+    """The image a new copy of machine m is made from, and its suite."""
+    suite = suite or cfg.suite_for(m)
+    return image_path(cfg, "receiver" if m.role == "receiver" else "base", suite), suite
+
+
+def image_info(cfg: LabConfig, name: str, suite: str | None = None) -> dict | None:
     try:
-        info = json.loads((image_path(cfg, name) / MARKER).read_text())
+        info = json.loads((image_path(cfg, name, suite) / MARKER).read_text())
     except (OSError, ValueError):
         return None
     return info if info.get("version") == IMAGE_VERSION else None
@@ -54,11 +61,11 @@ def disk_usage(path: Path) -> int:
     return total
 
 
-def _finish(cfg: LabConfig, name: str, tmp: Path, started: float, extra: dict) -> dict:
-    info = {"version": IMAGE_VERSION, "name": name, "suite": cfg.suite, "built_at": time.time(),
+def _finish(cfg: LabConfig, name: str, suite: str, tmp: Path, started: float, extra: dict) -> dict:
+    info = {"version": IMAGE_VERSION, "name": name, "suite": suite, "built_at": time.time(),
             "build_seconds": round(time.monotonic() - started, 1), **extra}
     (tmp / MARKER).write_text(json.dumps(info, indent=2))
-    final = image_path(cfg, name)
+    final = image_path(cfg, name, suite)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -81,33 +88,33 @@ def _scrub(root: Path) -> None:
         lists.unlink()
 
 
-def build_base(cfg: LabConfig, log) -> dict:
+def build_base(cfg: LabConfig, suite: str, log) -> dict:
     cfg.images_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.images_dir / f".{cfg.suite}-base.building"
+    tmp = cfg.images_dir / f".{suite}-base.building"
     shutil.rmtree(tmp, ignore_errors=True)
     started = time.monotonic()
-    log(f"building the base image with debootstrap ({cfg.suite}, {cfg.mirror}); takes 1-2 minutes once")
+    log(f"building the base image with debootstrap ({suite}, {cfg.mirror}); takes 1-2 minutes once")
     try:
-        run(["debootstrap", "--variant=minbase", "--include=" + ",".join(BASE_PACKAGES), cfg.suite, str(tmp),
+        run(["debootstrap", "--variant=minbase", "--include=" + ",".join(BASE_PACKAGES), suite, str(tmp),
              cfg.mirror], "building the lab base image (debootstrap)", timeout=1200)
         _scrub(tmp)
         # The image's apt must reach the mirror the way the proxy will ask for it.
         (tmp / "etc/apt/sources.list").write_text(
-            f"deb {cfg.mirror} {cfg.suite} main\n"
-            f"deb {cfg.mirror} {cfg.suite}-updates main\n"
-            f"deb {cfg.mirror.rsplit('/debian', 1)[0]}/debian-security {cfg.suite}-security main\n")
+            f"deb {cfg.mirror} {suite} main\n"
+            f"deb {cfg.mirror} {suite}-updates main\n"
+            f"deb {cfg.mirror.rsplit('/debian', 1)[0]}/debian-security {suite}-security main\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return _finish(cfg, "base", tmp, started, {"packages": list(BASE_PACKAGES)})
+    return _finish(cfg, "base", suite, tmp, started, {"packages": list(BASE_PACKAGES)})
 
 
-def build_receiver(cfg: LabConfig, log) -> dict:
-    base = image_path(cfg, "base")
-    tmp = cfg.images_dir / f".{cfg.suite}-receiver.building"
+def build_receiver(cfg: LabConfig, suite: str, log) -> dict:
+    base = image_path(cfg, "base", suite)
+    tmp = cfg.images_dir / f".{suite}-receiver.building"
     shutil.rmtree(tmp, ignore_errors=True)
     started = time.monotonic()
-    log("building the receiving-host image (postfix, opendkim, opendmarc, policyd-spf, dovecot)")
+    log(f"building the {suite} receiving-host image (postfix, opendkim, opendmarc, policyd-spf, dovecot)")
     try:
         run(["cp", "-a", str(base), str(tmp)], "copying the base image")
         (tmp / MARKER).unlink(missing_ok=True)
@@ -128,21 +135,26 @@ def build_receiver(cfg: LabConfig, log) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return _finish(cfg, "receiver", tmp, started, {"packages": list(BASE_PACKAGES + RECEIVER_PACKAGES)})
+    return _finish(cfg, "receiver", suite, tmp, started, {"packages": list(BASE_PACKAGES + RECEIVER_PACKAGES)})
 
 
 def ensure_images(cfg: LabConfig, log) -> dict[str, dict]:
-    """Build missing images; return {name: info} with 'built': True for new ones."""
-    result = {}
-    for name, builder in (("base", build_base), ("receiver", build_receiver)):
-        info = image_info(cfg, name)
-        if info is None:
-            info = builder(cfg, log)
-            info["built"] = True
-        else:
-            info["built"] = False
-        result[name] = info
-    return result
+    """Build missing images: a base image of every suite the lab's VPSes use, the receiver
+    image of the receiver's suite; return {"<suite>-<name>": info} with 'built': True for new ones."""
+    wanted = [(suite, "base") for suite in cfg.suites]
+    wanted.append((cfg.suite_for(cfg.receiver), "receiver"))
+    return {f"{suite}-{name}": ensure_image(cfg, name, suite, log) for suite, name in wanted}
+
+
+def ensure_image(cfg: LabConfig, name: str, suite: str, log) -> dict:
+    """One image, built if missing (the receiver image needs the base image of its suite)."""
+    info = image_info(cfg, name, suite)
+    if info is not None:
+        return {**info, "built": False}
+    if name == "receiver":
+        ensure_image(cfg, "base", suite, log)
+    info = {"base": build_base, "receiver": build_receiver}[name](cfg, suite, log)
+    return {**info, "built": True}
 
 
 def remove_images(cfg: LabConfig) -> None:
@@ -152,6 +164,6 @@ def remove_images(cfg: LabConfig) -> None:
         cfg.cache_dir.rmdir()
 
 
-def check_image(cfg: LabConfig, name: str) -> None:
-    if image_info(cfg, name) is None:
-        raise MailopsError(f"lab image {name!r} is missing; run `mailops lab up` to build it")
+def check_image(cfg: LabConfig, name: str, suite: str | None = None) -> None:
+    if image_info(cfg, name, suite) is None:
+        raise MailopsError(f"lab image {suite or cfg.suite}-{name} is missing; run `mailops lab up` to build it")
