@@ -13,6 +13,9 @@ unchanged (``hcloud.Client(token, api_endpoint=base_url)``):
     GET  /v1/primary_ips/{id}/actions/{action_id}
     GET  /v1/actions/{action_id}          what ``BoundAction.wait_until_finished`` polls
 
+Server creation and deletion, SSH keys and the server type, location and
+image catalogues are in hcloudemu_servers.py (a mixin of the emulator).
+
 DNS zones (the Cloud API's ``/zones``, which replaced the legacy DNS API), primary mode:
 
     GET    /v1/zones                      name, mode, label_selector, page, per_page
@@ -171,10 +174,14 @@ def _label_matches(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
-class HcloudEmulator:
-    """One Hetzner Cloud project: tokens, servers, Primary IPs and actions."""
+from mailops.lab.hcloudemu_servers import MachineBackend, ServerCreation  # noqa: E402  (uses the names above)
 
-    def __init__(self, action_polls: int = 1):
+
+class HcloudEmulator(ServerCreation):
+    """One Hetzner Cloud project: tokens, servers, Primary IPs, actions, zones; servers made through
+    the API (hcloudemu_servers) are what ``backend`` makes of them."""
+
+    def __init__(self, action_polls: int = 1, backend: MachineBackend | None = None):
         self.action_polls = action_polls
         self._lock = threading.Lock()
         self._ids = itertools.count(42)
@@ -186,6 +193,7 @@ class HcloudEmulator:
         self._zones: dict[int, dict[str, Any]] = {}
         self._log: list[tuple[str, str, int]] = []
         self._bucket, self._bucket_at = float(RATE_LIMIT_PER_HOUR), time.monotonic()
+        self._init_servers(backend)
 
     # --- admin -------------------------------------------------------------
 
@@ -303,13 +311,14 @@ class HcloudEmulator:
                 "id": v6["id"], "ip": v6["network"].with_prefixlen, "blocked": False,
                 "dns_ptr": [{"ip": ip, "dns_ptr": ptr} for ip, ptr in v6["ptrs"].items()]},
             "floating_ips": [], "firewalls": []}
-        return {"id": server["id"], "name": server["name"], "status": "running", "created": server["created"],
+        return self._server_view(server, {
+                "id": server["id"], "name": server["name"], "status": "running", "created": server["created"],
                 "public_net": public_net, "private_net": [], "server_type": _SERVER_TYPE,
                 "location": _LOCATION, "image": _IMAGE, "iso": None, "rescue_enabled": False,
                 "locked": False, "backup_window": None, "outgoing_traffic": 0, "ingoing_traffic": 0,
                 "included_traffic": 21990232555520, "protection": {"delete": False, "rebuild": False},
                 "labels": server["labels"], "volumes": [], "load_balancers": [],
-                "primary_disk_size": 40, "placement_group": None}
+                "primary_disk_size": 40, "placement_group": None})
 
     @staticmethod
     def _action_json(action: dict[str, Any]) -> dict[str, Any]:
@@ -379,6 +388,8 @@ class HcloudEmulator:
             return 200, {"action": self._poll_action(self._number(rest[0]), None)}
         if kind == "zones":
             return self._zones_route(method, rest, query, body)
+        if (answer := self._servers_route(method, kind, rest, query, body)) is not None:
+            return answer
         if kind not in owners:
             raise ApiError(404, *FAULT_CODES[404])
         if method == "GET" and not rest:
@@ -587,8 +598,8 @@ class HcloudEmulator:
         page, per_page = positive("page", 1), min(positive("per_page", DEFAULT_PER_PAGE), MAX_PER_PAGE)
         if kind == "servers":
             items = [(s, s["labels"]) for s in self._servers.values()]
-            if (statuses := query.get("status")) and "running" not in statuses:
-                items = []  # every emulated server is running
+            if statuses := query.get("status"):
+                items = [it for it in items if it[0].get("status", "running") in statuses]
         else:
             items = [(p, p["labels"]) for p in self._primary_ips.values()]
             if (ip := one("ip")) is not None:
@@ -639,6 +650,7 @@ class HcloudEmulator:
                 pip["ptrs"][ip.compressed] = default_ipv4_ptr(ip.compressed)
             else:
                 pip["ptrs"].pop(ip.compressed, None)
+            self.backend.ptr_changed(ip.compressed, pip["ptrs"].get(ip.compressed))
 
         action_id = next(self._ids)
         action = {"id": action_id, "command": "change_dns_ptr", "status": "running", "progress": 0,
