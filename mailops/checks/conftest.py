@@ -74,3 +74,17 @@ def assert_no_failures(results) -> None:
     assert not failures, "\n".join(f"{r.subject} {r.name}: {r.detail} -- fix: {r.fix}" for r in failures)
     if results and all(r.status == "inconclusive" for r in results):
         pytest.skip("inconclusive: " + "; ".join(r.detail for r in results[:3]))
+
+
+# --- one persistent connection per host (mailops.checks.connection) ----------------
+
+def pytest_runtest_setup(item) -> None:
+    host = getattr(item, "callspec", None) and item.callspec.params.get("_testinfra_host")
+    if host is not None:
+        from mailops.checks import connection
+        connection.attach(host)
+
+
+def pytest_sessionfinish(session) -> None:
+    from mailops.checks import connection
+    connection.close_all()
