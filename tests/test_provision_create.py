@@ -244,6 +244,23 @@ def test_destroy_plans_then_removes_server_ptrs_dns_and_inventory_entry(api, tmp
     assert emulator.server_status("mta1.shop.example") == "running"
 
 
+def test_destroy_refuses_a_host_another_setting_still_names(api, tmp_path):
+    emulator, url = api
+    servers = HcloudServers("hz", TOKEN, url)
+    pub = ssh_key(tmp_path).with_suffix(".pub").read_text()
+    made = [servers.create(ServerSpec(n, ssh_public_key=pub)) for n in ("mta1.shop.example", "mta9.shop.example")]
+    inv_dir = write_inventory(tmp_path, url, {s.name: s.ipv4 for s in made})
+    settings = inv_dir / "group_vars/all/mailops.yml"
+    settings.write_text(settings.read_text().replace("    dmarc:\n", "    hosts: [mta9.shop.example]\n    dmarc:\n"))
+    plan, context = plan_destroy(inv_dir, "mta9.shop.example")
+    assert len(plan.problems) == 1 and plan.problems[0].startswith(
+        f"without mta9.shop.example the inventory would be invalid: {settings}"), plan.problems
+    assert "mta9.shop.example" in plan.problems[0] and str(tmp_path / "mailops-destroy") not in plan.problems[0]
+    with pytest.raises(MailopsError, match="would be invalid"):
+        apply_destroy(plan, context)
+    assert emulator.server_status("mta9.shop.example") == "running" and "mta9" in (inv_dir / "hosts.yml").read_text()
+
+
 def test_destroy_without_a_terminal_needs_yes(api, tmp_path):
     emulator, url = api
     servers = HcloudServers("hz", TOKEN, url)
