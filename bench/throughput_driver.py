@@ -221,14 +221,21 @@ def capture(spec):
        f"-d {d}/%M%S. 127.0.0.1:2526 64")
     try:
         time.sleep(0.3)
-        msg = ("From: %s\r\nTo: capture@capture.test\r\nSubject: capture\r\n"
-               "Message-ID: <capture.%d@shop.test>\r\n\r\nhello\r\n" % (spec["sender"], time.time_ns()))
+        msg = ("From: %s\r\nTo: capture@capture.test\r\nSubject: capture\r\n%s"
+               "Message-ID: <capture.%d@shop.test>\r\n\r\nhello\r\n"
+               % (spec["sender"], "".join(f"{h}\r\n" for h in spec.get("headers", [])), time.time_ns()))
         host, port = spec["target"].rsplit(":", 1)
         s = smtplib.SMTP(host, int(port), timeout=30)
         if spec.get("user"):
             ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
             s.starttls(context=ctx); s.login(spec["user"], spec["password"])
-        s.sendmail(spec["sender"], ["capture@capture.test"], msg)
+        try:
+            s.sendmail(spec["sender"], ["capture@capture.test"], msg)
+        except smtplib.SMTPException as exc:
+            log = subprocess.run("journalctl -q -o cat -n 2000 -t opendkim -t postfix/bench-signed "
+                                 "-t postfix/bench-opendkim-inline -t postfix/bench-rspamd | tail -3",
+                                 shell=True, capture_output=True, text=True).stdout
+            return f"NOTHING ARRIVED; refused: {exc}; log: {log}"
         s.quit()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -236,7 +243,8 @@ def capture(spec):
             if files:
                 time.sleep(0.3)
                 with open(os.path.join(d, files[0]), errors="replace") as f:
-                    return f.read().split("\n\n", 1)[0]
+                    text = f.read()
+                return text if spec.get("full") else text.split("\n\n", 1)[0]
             time.sleep(0.1)
         return "NOTHING ARRIVED; queue:\n" + sh("postqueue -p | tail -5")
     finally:
@@ -264,7 +272,9 @@ def prepare(spec):
         for addr, name, opts in (
                 ("127.0.0.1:10025", "bench-signed", off),
                 ("127.0.0.1:10026", "bench-unsigned", dict(off, smtpd_milters="")),
-                (spec["ip"] + ":10587", "bench-submission-unsigned", {"smtpd_milters": ""})):
+                (spec["ip"] + ":10587", "bench-submission-unsigned", {"smtpd_milters": ""}),
+                *[(addr, "bench-" + name, dict(off, smtpd_milters=milter))
+                  for addr, name, milter in spec.get("milters", [])]):
             merged = dict(sub, **opts, syslog_name="postfix/" + name)
             lines = [f"{addr} inet n - y - - smtpd"]
             lines += ["  { -o %s = %s }" % (k, v) if " " in v else f"  -o {k}={v}"
@@ -288,7 +298,7 @@ def crypto(spec):
     import ctypes
     line = sh("openssl speed -seconds 2 rsa2048 2>/dev/null | grep '^rsa 2048'")
     sign_ms = float(line.split()[3].rstrip("s")) * 1000
-    key = sh("find /etc/opendkim/keys -name '*.private' | head -1").strip()
+    key = sh("find /etc/opendkim/keys -name '*.private' -size +1k | head -1").strip()
     with open(key, "rb") as f:
         pem = f.read()
     c = ctypes.CDLL("libcrypto.so.3")
@@ -374,8 +384,174 @@ def opendkim(spec):
     return {"conf": "\n".join(lines)}
 
 
+def _socket_dir(path, owner):
+    # as the opendkim role does it: owner:postfix 02750, so only Postfix reaches the socket
+    sh(f"mkdir -p {path} && chown {owner}:postfix {path} && chmod 02750 {path}")
+
+
+def _secret(path, data, owner):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(data)
+    sh(f"chown {owner} {path}")
+
+
+def role_keys(rsa_only=False):
+    """The role's signing keys (SigningTable -> KeyTable -> file), in every form a signer reads.
+    rsa_only: the role's OpenDKIM is made to sign with the RSA key alone (SigningTable without the
+    Ed25519 entry, the role's file kept as SigningTable.bench-orig and put back on the next run)."""
+    import base64
+    orig = "/etc/opendkim/SigningTable.bench-orig"
+    if os.path.exists(orig):
+        os.replace(orig, "/etc/opendkim/SigningTable")
+        sh("systemctl restart opendkim")
+    with open("/etc/opendkim/KeyTable") as f:
+        table = {l.split()[0]: l.split()[1].split(":", 2) for l in f if l.strip() and not l.startswith("#")}
+    with open("/etc/opendkim/SigningTable") as f:
+        active = [l.split()[1] for l in f if l.strip() and not l.startswith("#")]
+    keys = {}
+    for ref in active:
+        dom, sel, path = table[ref]
+        der = subprocess.run(["openssl", "pkey", "-in", path, "-outform", "DER"], capture_output=True,
+                             check=True).stdout
+        pub = subprocess.run(["openssl", "pkey", "-in", path, "-pubout", "-outform", "DER"], capture_output=True,
+                             check=True).stdout
+        k = {"selector": sel, "der_b64": base64.b64encode(der).decode()}  # PKCS#8
+        if len(der) == 48:  # PKCS#8 Ed25519: the 32-byte seed is last, the SPKI ends in the public key
+            k["seed_b64"] = base64.b64encode(der[-32:]).decode()
+            k["sodium_b64"] = base64.b64encode(der[-32:] + pub[-32:]).decode()
+            k["dns"] = "v=DKIM1; k=ed25519; p=" + base64.b64encode(pub[-32:]).decode()
+            keys["ed25519"] = k
+        else:
+            k["pem"] = subprocess.run(["openssl", "rsa", "-in", path, "-traditional"], capture_output=True,
+                                      text=True, check=True).stdout  # PKCS#1 PEM: every signer reads it
+            # libopendkim decodes inline key data with d2i_PrivateKey_bio: PKCS#1 DER for RSA
+            k["der_b64"] = base64.b64encode(subprocess.run(
+                ["openssl", "rsa", "-in", path, "-traditional", "-outform", "DER"], capture_output=True,
+                check=True).stdout).decode()
+            k["dns"] = "v=DKIM1; k=rsa; p=" + base64.b64encode(pub).decode()
+            keys["rsa"] = k
+        keys["domain"] = dom
+    if set(keys) != {"rsa", "ed25519", "domain"}:
+        raise SystemExit(f"the role's SigningTable must hold one RSA and one Ed25519 key, found {active}")
+    if rsa_only:
+        sh(f"cp -p /etc/opendkim/SigningTable {orig}")
+        sh(f"grep -v ' {keys['ed25519']['selector']}._domainkey.' {orig} > /etc/opendkim/SigningTable")
+        sh("opendkim -n -x /etc/opendkim.conf && systemctl restart opendkim")
+        del keys["ed25519"]
+    conf = {}
+    with open("/etc/opendkim.conf") as f:
+        for l in f:
+            if l.split()[:1] in (["SignHeaders"], ["OversignHeaders"]):
+                conf[l.split()[0]] = l.split(None, 1)[1].strip()
+    keys["sign_headers"] = conf["SignHeaders"].split(",")
+    keys["oversign"] = [h.lower() for h in conf.get("OversignHeaders", "").split(",") if h]
+    return keys
+
+
+def signers(spec):
+    """Install and start the other signers beside the role's OpenDKIM: OpenDKIM instances with
+    tuned settings, rspamd with only dkim_signing, dkimpy-milter.  They sign with the keys the
+    role installed (converted to each signer's format) and the role's SignHeaders."""
+    keys = role_keys(spec.get("rsa_only", False))
+    want = [p for p in ("rspamd", "dkimpy-milter", "python3-nacl")
+            if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode]
+    if want:
+        sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+           + " ".join(want) + " >/tmp/signers-apt.log 2>&1 || { tail -20 /tmp/signers-apt.log; exit 1; }")
+    milters = []
+    rsa, ed = keys["rsa"], keys.get("ed25519")
+    both = [k for k in (rsa, ed) if k]
+    dom = keys["domain"]
+    # OpenDKIM variants: a second opendkim process per variant, the role's opendkim.conf plus settings
+    with open("/etc/opendkim.conf") as f:
+        base = [l for l in f.read().splitlines() if l.split()[:1] not in (["Socket"], ["PidFile"])]
+    subprocess.run("systemctl stop 'mailops-bench-odk-*'; systemctl reset-failed 'mailops-bench-odk-*'",
+                   shell=True, capture_output=True)
+    for name, settings in spec["opendkim"].items():
+        unit = f"mailops-bench-odk-{name}"
+        _socket_dir(f"{SPOOL}/bench-odk-{name}", "opendkim")
+        settings = dict(settings)
+        if settings.pop("inline keys", None):
+            # KeyTable with the key data itself (base64 DER) instead of a path: no file read per message
+            kt = f"/etc/opendkim/KeyTable-bench-{name}"
+            _secret(kt, "".join(f"{k['selector']}._domainkey.{dom} {dom}:{k['selector']}:{k['der_b64']}\n"
+                                for k in both), "opendkim")
+            settings["KeyTable"] = kt
+        lines = [l for l in base if l.split()[:1] not in [[k] for k in settings]]
+        lines += [f"Socket local:{SPOOL}/bench-odk-{name}/s.sock"] + [f"{k} {v}" for k, v in settings.items()]
+        conf = f"/etc/opendkim-bench-{name}.conf"
+        with open(conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        sh(f"opendkim -n -x {conf}")
+        sh(f"systemd-run --unit={unit} --collect /usr/sbin/opendkim -f -x {conf}")
+        milters.append((f"opendkim {name}", f"unix:bench-odk-{name}/s.sock"))
+    # rspamd: proxy worker as milter on a UNIX socket, dkim_signing the only symbol that runs
+    kd = "/var/lib/rspamd/dkim"
+    sh(f"mkdir -p {kd} && chown _rspamd:_rspamd {kd} && chmod 0700 {kd}")
+    _secret(f"{kd}/{dom}.rsa.key", rsa["pem"], "_rspamd")
+    if ed:
+        _secret(f"{kd}/{dom}.ed25519.key", ed["sodium_b64"], "_rspamd")
+    _socket_dir(f"{SPOOL}/bench-rspamd", "_rspamd")  # rspamd sets no group: the socket is 0666 in it
+    headers = ":".join(("(o)" if h.lower() in keys["oversign"] else "") + h.lower() for h in keys["sign_headers"])
+    local = {
+        "worker-proxy.inc": f'bind_socket = "{SPOOL}/bench-rspamd/milter.sock mode=0666 owner=_rspamd";\n'
+                            'milter = yes;\ntimeout = 120s;\n'
+                            'upstream "local" {\n  default = yes;\n  self_scan = yes;\n}\n',
+        "dkim_signing.conf": "enabled = true;\nsign_local = true;\nsign_authenticated = true;\n"
+                             "allow_username_mismatch = true;\nuse_esld = false;\ncheck_pubkey = false;\n"
+                             f'sign_headers = "{headers}";\n'
+                             f"domain {{\n  {dom} {{\n    selectors = [\n"
+                             + ",\n".join(f'      {{ path = "{kd}/{dom}.{a}.key"; selector = "{k["selector"]}"; }}'
+                                          for a, k in (("rsa", rsa), ("ed25519", ed)) if k)
+                             + "\n    ];\n  }\n}\n",
+        # run nothing but DKIM signing for every message (the settings module's symbols_enabled)
+        "settings.conf": 'dkim_only {\n  priority = high;\n  ip = ["0.0.0.0/0", "::/0"];\n'
+                         '  apply {\n    symbols_enabled = ["DKIM_SIGNED"];\n  }\n}\n',
+    }
+    for fn, text in local.items():
+        with open(f"/etc/rspamd/local.d/{fn}", "w") as f:
+            f.write(text)
+    sh("rspamadm configtest >/tmp/rspamd-configtest.log 2>&1 || { tail -20 /tmp/rspamd-configtest.log; exit 1; }")
+    sh("systemctl restart rspamd")
+    milters.append(("rspamd", "unix:bench-rspamd/milter.sock"))
+    # dkimpy-milter (its own package and service), RSA + Ed25519
+    kd = "/etc/dkimpy-milter/keys"
+    sh(f"mkdir -p {kd} && chown dkimpy-milter {kd} && chmod 0700 {kd}")
+    _secret(f"{kd}/rsa.key", rsa["pem"], "dkimpy-milter")
+    if ed:
+        _secret(f"{kd}/ed25519.key", ed["seed_b64"], "dkimpy-milter")
+    _socket_dir(f"{SPOOL}/bench-dkimpy", "dkimpy-milter")
+    conf = "/etc/dkimpy-milter/dkimpy-milter.conf"
+    with open(conf) as f:
+        lines = f.read().splitlines()
+    settings = {"Mode": "s", "Socket": f"local:{SPOOL}/bench-dkimpy/s.sock", "UMask": "007",
+                "Domain": dom, "Selector": rsa["selector"], "KeyFile": f"{kd}/rsa.key",
+                "Canonicalization": "relaxed/simple", "InternalHosts": "127.0.0.1"}
+    if ed:
+        settings.update(SelectorEd25519=ed["selector"], KeyFileEd25519=f"{kd}/ed25519.key")
+    lines = [l for l in lines if l.split()[:1] not in [[k] for k in settings] + [["SelectorEd25519"],
+                                                                                  ["KeyFileEd25519"]]]
+    with open(conf, "w") as f:
+        f.write("\n".join(lines + [f"{k} {v}" for k, v in settings.items()]) + "\n")
+    sh("systemctl restart dkimpy-milter")
+    milters.append(("dkimpy", "unix:bench-dkimpy/s.sock"))
+    deadline = time.monotonic() + 60  # rspamd takes a while to load its configuration
+    for name, sock in milters:
+        path = f"{SPOOL}/{sock.split(':', 1)[1]}"
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not os.path.exists(path):
+            raise SystemExit(f"{name}: no socket {path}: "
+                             + subprocess.run("journalctl -q -n 15 -o cat; tail -15 /var/log/rspamd/rspamd.log",
+                                              shell=True, capture_output=True, text=True).stdout)
+    versions = sh("dpkg-query -W -f '${Package} ${Version}\\n' opendkim rspamd dkimpy-milter python3-dkim")
+    return {"milters": milters, "versions": versions.strip().splitlines(),
+            "dns": {k["selector"]: k["dns"] for k in both}}
+
+
 if __name__ == "__main__":
     spec = json.loads(sys.argv[2])
     actions = {"run": run, "capture": capture, "prepare": prepare, "opendkim": opendkim, "crypto": crypto,
-               "profile": profile}
+               "profile": profile, "signers": signers}
     print(json.dumps(actions[sys.argv[1]](spec)))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import statistics
 
 GROUPS = [
-    ("opendkim", {"opendkim"}), ("smtpd", {"smtpd"}), ("cleanup", {"cleanup"}),
+    ("opendkim", {"opendkim"}), ("rspamd", {"rspamd"}), ("dkimpy-milter", {"dkimpy-milter"}),
+    ("smtpd", {"smtpd"}), ("cleanup", {"cleanup"}),
     ("smtp (delivery)", {"smtp"}), ("qmgr", {"qmgr"}), ("trivial-rewrite", {"trivial-rewrite"}),
     ("journald", {"systemd-journal"}), ("dovecot auth", {"auth", "dovecot"}), ("smtp-sink", {"smtp-sink"}),
     ("postfix, exited", {"postfix, exited"}),
