@@ -112,7 +112,9 @@ Signers (--signers, issue 17 item 1; --stock-vps is not used)
   smtp-source): messages/s, CPU per message per process, signer/unsigned
   ratios.  --rsa-only: every signer signs with the RSA key alone (the role's
   OpenDKIM tempfails every message when it has to sign with an Ed25519 key, see
-  bench/README.md).  --setup-only: set up and check, measure nothing.
+  bench/README.md).  --setup-only: set up and check, measure nothing.  The
+  dual-signing store stays on the machine: after --signers, run the other modes
+  without --reuse.
 
 Options: --messages, --submission-messages, --sessions, --sizes, --repeat,
 --quick; --opendkim NAME=VALUE rewrites opendkim.conf on the signed machine
@@ -181,7 +183,7 @@ def install_driver(cfg: LabConfig, vps: str) -> None:
         raise SystemExit(f"{vps}: cannot install the driver: {proc.stderr}")
 
 
-def _keystore(store: Path) -> None:
+def _keystore(store: Path, dual: bool) -> None:
     from cryptography.hazmat.primitives import serialization as ser
     from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -192,30 +194,32 @@ def _keystore(store: Path) -> None:
     with os.fdopen(fd, "wb") as fh:
         fh.write(key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()))
     pub = key.public_key().public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
-    # and an active Ed25519 key beside it: the role then dual-signs, as it does for a store made by
-    # `mailops dkim` with [rsa, ed25519]
-    ed = ed25519.Ed25519PrivateKey.generate()
-    ed_rel = f"shop.test/{SELECTOR_ED}.key"
-    fd = os.open(store / ed_rel, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(ed.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()))
-    ed_pub = ed.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
     common = {"domain": "shop.test", "state": "active", "created": "2026-01-01T00:00:00+00:00",
               "activated": "2026-01-02T00:00:00+00:00", "retired": None}
-    (store / "keys.json").write_text(json.dumps({"version": 1, "keys": [
-        dict(common, selector=SELECTOR, algorithm="rsa", bits=2048, private_key=rel,
-             dns_value="v=DKIM1; k=rsa; p=" + base64.b64encode(pub).decode()),
-        dict(common, selector=SELECTOR_ED, algorithm="ed25519", bits=None, private_key=ed_rel,
-             dns_value="v=DKIM1; k=ed25519; p=" + base64.b64encode(ed_pub).decode())]}, indent=2))
+    keys = [dict(common, selector=SELECTOR, algorithm="rsa", bits=2048, private_key=rel,
+                 dns_value="v=DKIM1; k=rsa; p=" + base64.b64encode(pub).decode())]
+    if dual:
+        # --signers: an active Ed25519 key beside it, so the role dual-signs, as it does for a store
+        # made by `mailops dkim` with [rsa, ed25519] (OpenDKIM 2.11 then refuses every message, so
+        # not for the other modes)
+        ed = ed25519.Ed25519PrivateKey.generate()
+        ed_rel = f"shop.test/{SELECTOR_ED}.key"
+        fd = os.open(store / ed_rel, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(ed.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption()))
+        ed_pub = ed.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
+        keys.append(dict(common, selector=SELECTOR_ED, algorithm="ed25519", bits=None, private_key=ed_rel,
+                         dns_value="v=DKIM1; k=ed25519; p=" + base64.b64encode(ed_pub).decode()))
+    (store / "keys.json").write_text(json.dumps({"version": 1, "keys": keys}, indent=2))
 
 
-def converge_mailops(cfg: LabConfig, vps: str, work: Path, roles: Path, password: str) -> float:
+def converge_mailops(cfg: LabConfig, vps: str, work: Path, roles: Path, password: str, dual: bool) -> float:
     """Converge vps with the sasl, opendkim and postfix roles (as tests/test_roles_mail.py)."""
     number = int(vps.removeprefix("vps"))
     ipv4, ipv6 = f"198.51.100.{10 + number}", f"2001:db8:51::{10 + number}"
     fqdn = f"mta{number}.shop.test"
     store = work / "keys"
-    _keystore(store)
+    _keystore(store, dual)
     tls = work / "tls"
     tls.mkdir()
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7",
@@ -288,7 +292,7 @@ def reset(cfg: LabConfig, vps: str, wait: float = 300) -> None:
             time.sleep(2)
 
 
-def setup(cfg: LabConfig, signed: str, stock: str, password: str, reuse: bool, roles_from: str) -> dict:
+def setup(cfg: LabConfig, signed: str, stock: str | None, password: str, reuse: bool, roles_from: str) -> dict:
     info: dict = {}
     if not reuse:
         with tempfile.TemporaryDirectory(prefix="mailops-throughput-") as tmp:
@@ -321,7 +325,8 @@ def setup(cfg: LabConfig, signed: str, stock: str, password: str, reuse: bool, r
             th = threading.Thread(target=stock_job)
             if stock:
                 th.start()
-            info["converge_s"] = converge_mailops(cfg, signed, work / "signed", roles, password)
+            # no stock machine: the signers mode, which dual-signs
+            info["converge_s"] = converge_mailops(cfg, signed, work / "signed", roles, password, dual=not stock)
             if stock:
                 th.join()
             if errors:
