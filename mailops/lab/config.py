@@ -103,11 +103,6 @@ class LabConfig:
             return RECEIVER_SUITE
         return self.vps_suites.get(int(machine.name.removeprefix("vps")), self.suite)
 
-    @property
-    def suites(self) -> list[str]:
-        """Every suite this configuration makes machines of (images to build)."""
-        return sorted({self.suite, RECEIVER_SUITE, *self.vps_suites.values()})
-
     # -- addresses -------------------------------------------------------
     def _host(self, index: int) -> tuple[str, str]:
         # IPv6 host parts reuse the decimal digits of the IPv4 part (::11 for

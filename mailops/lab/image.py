@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from mailops.errors import MailopsError
-from mailops.lab.config import LabConfig, Machine
+from mailops.lab.config import SUITES, LabConfig, Machine
 from mailops.lab.system import run
 
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "iproute2")
@@ -139,9 +139,10 @@ def build_receiver(cfg: LabConfig, suite: str, log) -> dict:
 
 
 def ensure_images(cfg: LabConfig, log) -> dict[str, dict]:
-    """Build missing images: a base image of every suite the lab's VPSes use, the receiver
-    image of the receiver's suite; return {"<suite>-<name>": info} with 'built': True for new ones."""
-    wanted = [(suite, "base") for suite in cfg.suites]
+    """Build missing images: a base image of every supported suite (the lab's VPSes may be
+    re-installed with either, and the cloud emulator offers both), the receiver image of the
+    receiver's suite; return {"<suite>-<name>": info} with 'built': True for new ones."""
+    wanted = [(suite, "base") for suite in SUITES]
     wanted.append((cfg.suite_for(cfg.receiver), "receiver"))
     return {f"{suite}-{name}": ensure_image(cfg, name, suite, log) for suite, name in wanted}
 
