@@ -477,7 +477,7 @@ def check_signers(cfg: LabConfig, table: dict, dns: dict, rsa_only: bool = False
         text = driver(cfg, vps, "capture", {"target": target, "sender": sender, "full": True,
                                             "headers": LIST_HEADERS}, timeout=120)
         if "NOTHING ARRIVED" in text:
-            problems.append(f"{name}: capture message did not arrive: {text[-300:]}")
+            problems.append(f"{name}: capture message did not arrive: {text[:600]}")
             continue
         raw = text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
         headers, _body = dkim.rfc822_parse(raw)

@@ -232,6 +232,7 @@ def capture(spec):
         try:
             s.sendmail(spec["sender"], ["capture@capture.test"], msg)
         except smtplib.SMTPException as exc:
+            time.sleep(0.5)  # the refusing milter's log lines reach the journal after the reply
             log = subprocess.run("journalctl -q -o cat -n 2000 -t opendkim -t postfix/bench-signed "
                                  "-t postfix/bench-opendkim-inline -t postfix/bench-rspamd | tail -3",
                                  shell=True, capture_output=True, text=True).stdout
