@@ -21,7 +21,7 @@ import uuid
 import pytest
 
 from mailops.lab import core, dns as labdns
-from mailops.lab.config import LAB_ZONE, LabConfig, parse_vps_suites
+from mailops.lab.config import DEFAULT_SUITE, LAB_ZONE, LabConfig, parse_vps_suites
 from tests.helpers import copy_inventory, mailops
 from tests.test_roles_mta_sts import _cleanup_dns
 
@@ -39,12 +39,14 @@ def provision(inv, *extra: str) -> dict:
 
 # --- the lab's suite configuration (no lab needed) ---------------------------
 
-def test_vps_suites_default_to_trixie_and_name_exceptions(monkeypatch):
+def test_vps_suites_default_and_name_exceptions(monkeypatch):
     monkeypatch.delenv("MAILOPS_LAB_SUITE", raising=False)
-    monkeypatch.setenv("MAILOPS_LAB_VPS_SUITES", "8=bookworm, vps9=trixie")
+    monkeypatch.setenv("MAILOPS_LAB_VPS_SUITES", "8=trixie, vps9=bookworm")
     cfg = LabConfig()
-    assert cfg.suite == "trixie" and cfg.vps_suites == {8: "bookworm", 9: "trixie"}
-    assert [cfg.suite_for(cfg.vps(n)) for n in (1, 8, 9)] == ["trixie", "bookworm", "trixie"]
+    assert cfg.suite == DEFAULT_SUITE and cfg.vps_suites == {8: "trixie", 9: "bookworm"}
+    assert [cfg.suite_for(cfg.vps(n)) for n in (1, 8, 9)] == [DEFAULT_SUITE, "trixie", "bookworm"]
+    monkeypatch.setenv("MAILOPS_LAB_SUITE", "trixie")
+    assert LabConfig().suite_for(LabConfig().vps(1)) == "trixie"
     assert cfg.suite_for(cfg.receiver) == "bookworm"  # its Dovecot configuration is 2.3 syntax
 
 

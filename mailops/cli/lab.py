@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mailops.lab import core
-from mailops.lab.config import SUITES, LabConfig, parse_vps_suites
+from mailops.lab.config import DEFAULT_SUITE, SUITES, LabConfig, parse_vps_suites
 
 console = Console()
 
@@ -27,7 +27,7 @@ def lab() -> None:
 @lab.command()
 @click.option("--vps", default=1, show_default=True, type=click.IntRange(1, 40), help="Number of fresh VPS machines.")
 @click.option("--suite", type=click.Choice(SUITES), default=None,
-              help="Debian suite of new VPS machines (default trixie, or $MAILOPS_LAB_SUITE).")
+              help=f"Debian suite of new VPS machines (default {DEFAULT_SUITE}, or $MAILOPS_LAB_SUITE).")
 @click.option("--vps-suite", "vps_suites", multiple=True, metavar="N=SUITE",
               help="Another suite for VPS number N, e.g. --vps-suite 8=bookworm (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting status as JSON.")
