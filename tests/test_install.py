@@ -79,6 +79,8 @@ def installed(wheel, tmp_path_factory) -> Path:
     offline = run([*pip, "--no-index", "--find-links", WHEELHOUSE, wheel], cwd=venv.parent, env=env, timeout=900)
     if offline.returncode != 0:  # first run, or a new dependency: fetch what is missing from PyPI once
         WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+        for stale in WHEELHOUSE.glob("mailops-*.whl"):  # pip download would read the old one's dependencies
+            stale.unlink()
         ok(run([venv / "bin" / "python", "-m", "pip", "download", "-q", "--disable-pip-version-check",
                 "-d", WHEELHOUSE, wheel], cwd=venv.parent, env=env, timeout=900))
         ok(run([*pip, "--no-index", "--find-links", WHEELHOUSE, wheel], cwd=venv.parent, env=env, timeout=900))

@@ -91,13 +91,14 @@ def verify(inventory: Path, *, only: tuple[str, ...] = GROUPS, domains: list[str
     def run_security() -> list[CheckResult]:
         from mailops.verify import security
         users = [(u.login, inv.secret(u.password)) for u in inv.submission_users if u.password is not None]
-        out: list[CheckResult] = []
-        for name in hosts:
+
+        def probe(name: str) -> list[CheckResult]:
             h = inv.host(name)
             addrs = [str(h.ipv4)] + ([str(h.ipv6)] if h.ipv6 else [])
             sending = [d for d in inv.domains if h in inv.hosts_for(d)]
-            out += security.probe_host(h.fqdn, addrs, sending_domains=sending, users=users, ca_bundle=ca)
-        return out
+            return security.probe_host(h.fqdn, addrs, sending_domains=sending, users=users, ca_bundle=ca)
+        with ThreadPoolExecutor(min(8, max(1, len(hosts)))) as pool:  # hosts are independent
+            return [r for rows in pool.map(probe, hosts) for r in rows]
 
     def run_send() -> list[CheckResult]:
         from mailops.verify import send
