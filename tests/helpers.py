@@ -84,3 +84,22 @@ def changed_tasks(output: str) -> list[str]:
         elif line.startswith("changed:") and current:
             names.append(current)
     return names
+
+
+def plan(inv, keystore, **kw):
+    """`dns plan` of an inventory through its own providers, with no public TXT to merge with."""
+    from mailops.dns.sync import make_plan
+    return make_plan(inv, keystore, resolve_txt=lambda _name: [], **kw)
+
+
+def sync(inv, keystore, **kw):
+    """`dns sync --apply` of ``plan``; returns the plan and its providers."""
+    from mailops.dns.sync import apply_plan
+    result, providers = plan(inv, keystore, **kw)
+    apply_plan(result, providers)
+    return result, providers
+
+
+def rows(result) -> list[tuple[str, str, str]]:
+    """A plan's rows as sorted (action, name, type)."""
+    return sorted((r["action"], r["name"], r["type"]) for z in result.zones for r in z.rows())

@@ -14,11 +14,11 @@ import pytest
 
 from mailops.dkim.store import KeyStore
 from mailops.dns.providers.cloudflare import OWNER_COMMENT
-from mailops.dns.sync import apply_plan, make_plan
+from mailops.dns.sync import apply_plan
 from mailops.errors import MailopsError
 from mailops.inventory.model import Inventory
 from mailops.lab.hcloudemu import HcloudEmulator, serve, shutdown
-from tests.helpers import copy_inventory, mailops
+from tests.helpers import copy_inventory, mailops, plan, rows, sync
 
 TOKEN = "hz-zones-token-4711-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMN"
 ZONE = "shop.example"
@@ -54,20 +54,6 @@ def inventory(tmp_path, url: str, token: str = TOKEN, **domain) -> Inventory:
         "hosts": [{"name": "mta1", "fqdn": FQDN, "ipv4": ADDR4, "ipv6": ADDR6, "ssh_host": ADDR4}],
         "domains": {ZONE: {"dns_provider": "hz", "dmarc": {"policy": "reject"}, **domain}},
         "dns_providers": {"hz": {"type": "hetzner", "api_token": {"file": str(token_file)}, "api_base_url": url}}})
-
-
-def plan(inv, keystore, **kw):
-    return make_plan(inv, keystore, resolve_txt=lambda _name: [], **kw)
-
-
-def sync(inv, keystore, **kw):
-    result, providers = plan(inv, keystore, **kw)
-    apply_plan(result, providers)
-    return result, providers
-
-
-def rows(result) -> list[tuple[str, str, str]]:
-    return sorted((r["action"], r["name"], r["type"]) for z in result.zones for r in z.rows())
 
 
 def mine(emulator) -> dict[tuple[str, str], list[str]]:

@@ -21,11 +21,11 @@ import pytest
 from mailops.dkim.store import KeyStore
 from mailops.dns.providers.rfc2136 import registry_entry
 from mailops.dns.records import Record, join_txt
-from mailops.dns.sync import apply_plan, make_plan
+from mailops.dns.sync import apply_plan
 from mailops.errors import MailopsError
 from mailops.inventory.loader import load_inventory
 from mailops.inventory.model import Inventory
-from tests.helpers import VENV_BIN, copy_inventory, mailops
+from tests.helpers import VENV_BIN, copy_inventory, mailops, plan, rows, sync
 
 KEY_ID, SECRET = "AKIAMAILOPSTEST0001", "mailops-route53-secret-0815/abcdefghijklmno"
 ZONE = "shop.example"
@@ -108,20 +108,6 @@ def inventory(tmp_path, url: str, **domain) -> Inventory:
         "dns_providers": {"r53": {
             "type": "route53", "access_key_id": {"file": _secret_file(tmp_path, "key-id", KEY_ID)},
             "secret_access_key": {"file": _secret_file(tmp_path, "secret", SECRET)}, "endpoint_url": url}}})
-
-
-def plan(inv, keystore, **kw):
-    return make_plan(inv, keystore, resolve_txt=lambda _name: [], **kw)
-
-
-def sync(inv, keystore, **kw):
-    result, providers = plan(inv, keystore, **kw)
-    apply_plan(result, providers)
-    return result, providers
-
-
-def rows(result) -> list[tuple[str, str, str]]:
-    return sorted((r["action"], r["name"], r["type"]) for z in result.zones for r in z.rows())
 
 
 def zone(client, zone_id) -> dict[tuple[str, str], tuple[int, list[str]]]:

@@ -587,15 +587,6 @@ class HcloudEmulator(ServerCreation):
         def one(name: str) -> str | None:
             return query.get(name, [None])[-1]
 
-        def positive(name: str, default: int) -> int:
-            text = one(name)
-            if text is None:
-                return default
-            if not text.isdigit() or int(text) < 1:
-                raise _invalid(name, "must be a positive integer")
-            return int(text)
-
-        page, per_page = positive("page", 1), min(positive("per_page", DEFAULT_PER_PAGE), MAX_PER_PAGE)
         if kind == "servers":
             items = [(s, s["labels"]) for s in self._servers.values()]
             if statuses := query.get("status"):
@@ -609,15 +600,8 @@ class HcloudEmulator(ServerCreation):
             items = [it for it in items if it[0]["name"] == name]
         if (selector := one("label_selector")) is not None:
             items = [it for it in items if _label_matches(it[1], selector)]
-        total = len(items)
-        last_page = max(1, math.ceil(total / per_page))
         view = self._server_json if kind == "servers" else self._primary_ip_json
-        return {kind: [view(it[0]) for it in items[(page - 1) * per_page: page * per_page]],
-                "meta": {"pagination": {
-                    "page": page, "per_page": per_page,
-                    "previous_page": page - 1 if page > 1 else None,
-                    "next_page": page + 1 if page < last_page else None,
-                    "last_page": last_page, "total_entries": total}}}
+        return self._page(kind, [view(it[0]) for it in items], query)
 
     def _change_dns_ptr(self, kind: str, resource: dict[str, Any], body: bytes) -> dict[str, Any]:
         try:

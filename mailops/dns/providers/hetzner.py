@@ -64,7 +64,6 @@ class HetznerProvider(HcloudClient):
 
     def __init__(self, name: str, token: str, api_base_url: str | None = None, *, owner: str | None = None):
         self._connect(name, token, api_base_url)
-        self.client = self._client
         self.comment = owner_comment(owner)
         self.requests = 0
         # zones are listed and applied from several threads
@@ -73,7 +72,7 @@ class HetznerProvider(HcloudClient):
         def count(response, *args, **kwargs):
             with self._count_lock:
                 self.requests += 1
-        self.client._client._session.hooks["response"].append(count)  # the library has no hook of its own
+        self._client._client._session.hooks["response"].append(count)  # the library has no hook of its own
         self._zones: dict[str, Any] | None = None
         self._snapshot: dict[str, dict[tuple[str, str], RRset]] = {}  # as listed, per zone
         self._protected: dict[str, set[tuple[str, str]]] = {}
@@ -83,7 +82,7 @@ class HetznerProvider(HcloudClient):
     def _zone_objects(self) -> dict[str, Any]:
         with self._lock:
             if self._zones is None:
-                zones = self._call(lambda: self.client.zones.get_all(mode="primary"), "listing zones")
+                zones = self._call(lambda: self._client.zones.get_all(mode="primary"), "listing zones")
                 self._zones = {normalize_name(z.name): z for z in zones}
             return self._zones
 
@@ -103,7 +102,7 @@ class HetznerProvider(HcloudClient):
 
     def _read(self, zone: str) -> tuple[dict[tuple[str, str], RRset], set[tuple[str, str]]]:
         obj = self._zone(zone)
-        rrsets = self._call(lambda: self.client.zones.get_rrset_all(obj), f"listing the RRsets of {zone}")
+        rrsets = self._call(lambda: self._client.zones.get_rrset_all(obj), f"listing the RRsets of {zone}")
         sets: dict[tuple[str, str], RRset] = {}
         protected: set[tuple[str, str]] = set()
         for rr in rrsets:
@@ -220,19 +219,19 @@ class HetznerProvider(HcloudClient):
         handle = ZoneRRSet(name=name, type=rtype, zone=obj)
         call: Callable[[], Any]
         if new is None:
-            call = lambda: self.client.zones.delete_rrset(handle).action  # noqa: E731
+            call = lambda: self._client.zones.delete_rrset(handle).action  # noqa: E731
             self._call(lambda: self._finish(call()), doing, retry)
             return
         records = [ZoneRecord(value=v, comment=c) for v, c in new[1]]
         if old is None:
-            call = lambda: self.client.zones.create_rrset(  # noqa: E731
+            call = lambda: self._client.zones.create_rrset(  # noqa: E731
                 obj, name=name, type=rtype, ttl=new[0], records=records).action
             self._call(lambda: self._finish(call()), doing, retry)
             return
         if old[1] != new[1]:
-            self._call(lambda: self._finish(self.client.zones.set_rrset_records(handle, records)), doing, retry)
+            self._call(lambda: self._finish(self._client.zones.set_rrset_records(handle, records)), doing, retry)
         if old[0] != new[0]:
-            self._call(lambda: self._finish(self.client.zones.change_rrset_ttl(handle, new[0])), doing, retry)
+            self._call(lambda: self._finish(self._client.zones.change_rrset_ttl(handle, new[0])), doing, retry)
 
     @staticmethod
     def _finish(action) -> None:
