@@ -99,7 +99,9 @@ def test_a_forged_pass_from_another_authserv_id_does_not_pass_the_send_checks():
     assert all(rows[n].status == "pass" for n in ("receiver.dkim", "receiver.spf", "receiver.dmarc")), rows
 
 
-def test_open_mailboxes_reads_the_inventory_setting():
+@pytest.mark.lab
+def test_open_mailboxes_reads_the_inventory_setting(lab):
+    # the lab inventory's IMAP password is a file `lab up` writes
     inv = load(LAB_INVENTORY)
     [seed] = open_mailboxes(inv, check=False)
     assert seed.name == "lab" and seed.recipient == "verify@inbox.test" and seed.authserv_id == "mx.inbox.test"
