@@ -269,7 +269,7 @@ def test_key_bits_1024_warns_and_ed25519_alone_fails(keys, inv):
     rows = judge(receive(sign(wire(message()), keys["ed"], "ed"), zone), zone, inv)
     assert rows["dkim.pass"].status == "pass", rows["dkim.pass"]
     assert rows["dkim.key-bits"].status == "fail" and "only an Ed25519 signature" in rows["dkim.key-bits"].detail
-    assert "algorithms: [rsa, ed25519]" in rows["dkim.key-bits"].fix
+    assert "algorithms: [rsa]" in rows["dkim.key-bits"].fix
 
     both = sign(sign(wire(message()), keys["ed"], "ed"), keys["rsa"], "s1")
     rows = judge(receive(both, zone), zone, inv)

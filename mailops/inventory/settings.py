@@ -57,6 +57,12 @@ class DkimSettings(_Model):
     def _unique(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("lists an algorithm twice; keep each of rsa, ed25519 at most once")
+        if "ed25519" in value:
+            # OpenDKIM 2.11.0~beta2 (Debian 12 and 13) signs every key with its one
+            # SignatureAlgorithm, so an active Ed25519 key tempfails every message
+            # ("expecting an rsa key"); per-key algorithms are only in upstream's develop.
+            raise ValueError("ed25519: the opendkim role's OpenDKIM 2.11 (Debian 12 and 13) cannot sign with an "
+                             "Ed25519 key beside RSA and would defer every message; set algorithms: [rsa]")
         return value
 
     @field_validator("rsa_bits")

@@ -98,7 +98,7 @@ def judge_key_bits(domain: str, passing: list[Signature], resolve: Resolve) -> C
         which = ", ".join(f"d={s.d} s={s.s}" for s in passing)
         return row(name, domain, "fail", f"only an Ed25519 signature passes ({which}); Gmail and Yahoo "
                    "require a valid RSA signature (Ed25519 is not verified by every provider)",
-                   f"sign with RSA as well: mailops_domains.{domain}.dkim.algorithms: [rsa, ed25519]")
+                   f"sign with RSA as well: mailops_domains.{domain}.dkim.algorithms: [rsa]")
     sig = rsa[0]
     record = dkim_kind.record_name(sig.d, sig.s)
     answer = resolve(record, "TXT")
