@@ -7,6 +7,8 @@ Run as root on a machine where the lab is up (`mailops lab up --vps 9`):
     .venv/bin/python bench/provision.py                  # vps7..vps9, 1 then 3 hosts
     .venv/bin/python bench/provision.py --first-vps 4    # vps4..vps6
     .venv/bin/python bench/provision.py --hosts 1        # quicker
+    .venv/bin/python bench/provision.py --first-vps 13 --hosts 1 --with-only --noop-repeat 3 --profile
+                                                         # the no-op vs `ansible -m setup` check (issue 17)
 
 To measure a fixed tree while others edit the roles, run it from a worktree:
 
@@ -36,6 +38,24 @@ Runs (every converge goes through mailops.ansible.apply, the code of
   (--budget-minutes, default 35); otherwise the script says it skipped it and why.
 Nothing is asserted; failures are printed and marked in the table.
 
+After every no-op converge the same hosts get one bare `ansible -m setup`
+(same inventory, ansible.cfg, environment and speed settings: the ansible CLI
+from the venv, through ansible_env()), timed the same way, and the table
+prints no-op / setup: issue 17's goal is <= 4 x for one host, measured side
+by side in one run. --with-only leaves out the runs without the speed
+settings (reset, fresh, then --noop-repeat no-op + setup pairs); --profile
+prints, per converge, the time per role and the slowest tasks, computed as
+Ansible's profile_tasks/profile_roles callbacks do (from one task's start to
+the next's, summed per role), from ansible-runner's task-start event
+timestamps: the callbacks themselves write to ansible-runner's stdout, which
+apply() throws away with its private data directory (and ansible.posix, which
+has them, is not installed). --compare-with DIR: after each no-op, one no-op of
+the same hosts with DIR's playbooks and roles (MAILOPS_PROJECT_DIR=DIR; e.g. a
+worktree of the commit before a role change), so both are measured side by
+side on the same machine state. --also-check (one `--check --diff` converge)
+and --also-tags TAGS... (one no-op converge with --tags each) check what the
+role tests check after a converge: 0 changed, no failure.
+
 Fact cache: the script reports whether the project's fact cache
 (~/.cache/mailops/ansible-facts) held the hosts' facts after the 'with' runs.
 Through ansible-runner it does not (ansible-runner points the jsonfile cache at
@@ -62,7 +82,7 @@ from pathlib import Path
 import yaml
 
 import mailops
-from mailops.ansible import apply, fact_cache_dir, forget_facts, project_dir
+from mailops.ansible import ansible_env, apply, fact_cache_dir, forget_facts, project_dir
 from mailops.dkim.store import KeyStore
 from mailops.dns.providers.base import ZoneChanges
 from mailops.dns.records import in_zone
@@ -252,22 +272,80 @@ class Run:
     changed_tasks: list[str] = field(default_factory=list)
     load: str = ""
     facts_cached: int = 0  # hosts with a fact file in the project's cache after the run
+    tasks: int = 0         # task starts (including Gathering Facts when facts were gathered)
+    statuses: dict[str, int] = field(default_factory=dict)  # per-host task results: ok/changed/skipped/...
+    starts: list[tuple[float, str, str]] = field(default_factory=list)  # (time, role, task)
+    end: float = 0.0
+    setup_seconds: float | None = None  # one `ansible -m setup` of the same hosts, right after
+    other: str = ""        # playbooks/roles of --compare-with (MAILOPS_PROJECT_DIR) instead of this tree's
+    variant: str = ""      # "--check --diff" or "--tags X" for the --also-check / --also-tags runs
+    setup_ok: bool = False
+
+    def per_role(self) -> dict[str, float]:
+        """Seconds from each task's start to the next one's (the last one's to the end), per role."""
+        out: dict[str, float] = {}
+        for i, (t, role, _task) in enumerate(self.starts):
+            nxt = self.starts[i + 1][0] if i + 1 < len(self.starts) else self.end
+            key = role or "(play)"
+            out[key] = out.get(key, 0.0) + max(0.0, nxt - t)
+        return out
+
+    def per_task(self) -> list[tuple[float, str]]:
+        rows = []
+        for i, (t, role, task) in enumerate(self.starts):
+            nxt = self.starts[i + 1][0] if i + 1 < len(self.starts) else self.end
+            rows.append((max(0.0, nxt - t), f"{role + ' : ' if role else ''}{task}"))
+        return sorted(rows, reverse=True)
 
     @property
     def label(self) -> str:
-        return f"{self.hosts} host(s) {self.kind:<5} {'with' if self.speed else 'without'} speed settings"
+        text = f"{self.hosts} host(s) {self.kind:<5} {'with' if self.speed else 'without'} speed settings"
+        return text + (" [other]" if self.other else "") + (f" {self.variant}" if self.variant else "")
 
 
-def converge(inv_dir: Path, names: list[str], kind: str, speed: bool) -> Run:
-    env = {} if speed else SLOW_ENV
+def _event_time(created: str) -> float | None:
+    try:
+        return datetime.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def time_setup(inv_dir: Path, names: list[str], speed: bool) -> tuple[float, bool]:
+    """One bare `ansible <hosts> -m setup` with the project's ansible.cfg and environment (wall s, ok)."""
+    env = ansible_env()
+    if not speed:
+        env.update(SLOW_ENV)
+        env.pop("ANSIBLE_STRATEGY", None)
+        env.pop("ANSIBLE_STRATEGY_PLUGINS", None)
+    cmd = [str(Path(sys.executable).parent / "ansible"), ":".join(names), "-i", str(inv_dir),
+           "-m", "ansible.builtin.setup"]
+    t = time.monotonic()
+    p = subprocess.run(cmd, env=env, cwd=str(project_dir()), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True, timeout=600)
+    return time.monotonic() - t, p.returncode == 0
+
+
+def converge(inv_dir: Path, names: list[str], kind: str, speed: bool, setup: bool = False,
+             other: str = "", check: bool = False, tags: str | None = None) -> Run:
+    env = dict({} if speed else SLOW_ENV, **({"MAILOPS_PROJECT_DIR": other} if other else {}))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    run = Run(len(names), kind, speed)
+    run = Run(len(names), kind, speed, other=other,
+              variant=" ".join((["--check --diff"] if check else []) + ([f"--tags {tags}"] if tags else [])))
     log(f"converge: {run.label} ...")
+    def on_event(e) -> None:
+        if e.status == "start":
+            at = _event_time(e.created) or time.time()
+            run.starts.append((at, e.role, e.task))
+        else:
+            run.statuses[e.status] = run.statuses.get(e.status, 0) + 1
+
     try:
         t = time.monotonic()
-        r = apply(inv_dir)
+        r = apply(inv_dir, on_event=on_event, check=check, diff=check, tags=tags)
         run.seconds = time.monotonic() - t
+        run.end = time.time()
+        run.tasks = len(run.starts)
         run.changed, run.ok = r.changed, r.ok
         run.failures = [f"{h.host}: {h.failed_task}: {h.failed_message}" for h in r.hosts.values()
                         if h.failed or h.unreachable]
@@ -280,7 +358,12 @@ def converge(inv_dir: Path, names: list[str], kind: str, speed: bool) -> Run:
                 os.environ[k] = v
     run.load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     run.facts_cached = sum(1 for h in names if cached_facts(h))
-    log(f"  {run.seconds:.1f} s, changed {run.changed}, ok {run.ok}, load {run.load}")
+    log(f"  {run.seconds:.1f} s, {run.tasks} tasks, changed {run.changed}, ok {run.ok}, load {run.load}")
+    if setup:
+        # env: the speed settings of the converge, restored above; time_setup applies them itself
+        run.setup_seconds, run.setup_ok = time_setup(inv_dir, names, speed)
+        log(f"  ansible -m setup of the same host(s): {run.setup_seconds:.1f} s "
+            f"({'ok' if run.setup_ok else 'FAILED'}); no-op / setup = {run.seconds / run.setup_seconds:.2f}")
     for f in run.failures:
         log(f"  ! FAILED {f}")
     if kind == "no-op" and run.changed:
@@ -297,8 +380,28 @@ def main() -> int:
     ap.add_argument("--budget-minutes", type=float, default=35.0,
                     help="skip the fresh converge without speed settings of the largest host count "
                          "when it would not fit (default 35)")
+    ap.add_argument("--with-only", action="store_true",
+                    help="only the runs with the speed settings: reset, fresh, then --noop-repeat no-op "
+                         "converges, each followed by one `ansible -m setup` of the same hosts")
+    ap.add_argument("--noop-repeat", type=int, default=1,
+                    help="no-op converges (each with its setup run) after the fresh one (default 1)")
+    ap.add_argument("--compare-with", metavar="DIR", default="",
+                    help="another checkout (e.g. a worktree of the commit before a role change): after each "
+                         "no-op converge with this tree's roles, one no-op converge of the same host with DIR's "
+                         "playbooks/roles (MAILOPS_PROJECT_DIR=DIR), also followed by one `ansible -m setup`; "
+                         "marked [other]. Both trees must converge hosts to the same state (the other tree's "
+                         "no-op must change 0)")
+    ap.add_argument("--also-check", action="store_true",
+                    help="after the no-ops, one `--check --diff` converge (must change 0, as the role tests expect)")
+    ap.add_argument("--also-tags", nargs="*", default=[], metavar="TAGS",
+                    help="after the no-ops, one no-op converge with --tags TAGS for each (e.g. sasl opendkim postfix)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print per-role times and the slowest tasks of each converge (profile_roles/"
+                         "profile_tasks arithmetic on ansible-runner's task-start events)")
     args = ap.parse_args()
     check_tree()
+    if args.compare_with and not (Path(args.compare_with) / "playbooks" / "site.yml").is_file():
+        sys.exit(f"--compare-with {args.compare_with}: no playbooks/site.yml there")
     cfg = LabConfig()
     started = time.monotonic()
     budget = args.budget_minutes * 60
@@ -346,8 +449,18 @@ def main() -> int:
                 resets.append(reset(cfg, numbers))
                 fresh = converge(inv_dir, names, "fresh", True)
                 runs.append(fresh)
-                runs.append(converge(inv_dir, names, "no-op", True))
-                runs.append(converge(inv_dir, names, "no-op", False))
+                for _ in range(max(1, args.noop_repeat)):
+                    runs.append(converge(inv_dir, names, "no-op", True, setup=True))
+                    if args.compare_with:
+                        runs.append(converge(inv_dir, names, "no-op", True, setup=True,
+                                             other=str(Path(args.compare_with).resolve())))
+                if args.also_check:
+                    runs.append(converge(inv_dir, names, "no-op", True, check=True))
+                for tags in args.also_tags:
+                    runs.append(converge(inv_dir, names, "no-op", True, tags=tags))
+                if args.with_only:
+                    continue
+                runs.append(converge(inv_dir, names, "no-op", False, setup=True))
 
                 if n == max(args.hosts) and n > 1:
                     one_w = next((r for r in runs if r.hosts == 1 and r.kind == "fresh" and r.speed), None)
@@ -371,7 +484,7 @@ def main() -> int:
                         continue
                 resets.append(reset(cfg, numbers))
                 runs.append(converge(inv_dir, names, "fresh", False))
-                runs.append(converge(inv_dir, names, "no-op", True))
+                runs.append(converge(inv_dir, names, "no-op", True, setup=True))
         finally:
             log(f"DNS clean-up: {remove_records(first_inv)}; owner registry "
                 f"{'STILL PRESENT' if registry_present(first_inv) else 'gone'}")
@@ -379,6 +492,8 @@ def main() -> int:
     total = time.monotonic() - started
     print()
     report(runs, skipped, resets, total)
+    if args.profile:
+        profile(runs)
     return 0 if all(r.ok for r in runs) else 1
 
 
@@ -389,8 +504,31 @@ def report(runs: list[Run], skipped: list[str], resets: list[float], total: floa
           "1/5/15-min load average after the run):")
     for r in runs:
         flag = "" if r.ok else "  FAILED"
-        print(f"  {r.label:<44} {r.seconds:7.1f} s  changed {r.changed:4d}  load {r.load}{flag}")
+        setup = ""
+        if r.setup_seconds is not None:
+            setup = (f"  setup {r.setup_seconds:5.1f} s{'' if r.setup_ok else '!'}  "
+                     f"no-op/setup {r.seconds / r.setup_seconds:5.2f}")
+        print(f"  {r.label:<52} {r.seconds:7.1f} s  tasks {r.tasks:4d}  changed {r.changed:4d}  "
+              f"load {r.load}{flag}{setup}")
     print()
+    paired = [r for r in runs if r.kind == "no-op" and r.speed and r.setup_seconds and r.ok and r.setup_ok]
+
+    def median(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+    for other in sorted({r.other for r in paired}):
+        which = f"roles of {other}" if other else "this tree's roles"
+        for n in sorted({r.hosts for r in paired if r.other == other}):
+            sel = [r for r in paired if r.hosts == n and r.other == other]
+            rs = [r.seconds / r.setup_seconds for r in sel]
+            med = median(rs)
+            print(f"no-op re-converge / one `ansible -m setup` of the same host(s), {n} host(s), with the speed "
+                  f"settings, {which}: {', '.join(f'{x:.2f}' for x in rs)} (median {med:.2f}; no-op median "
+                  f"{median([r.seconds for r in sel]):.1f} s, setup median {median([r.setup_seconds for r in sel]):.1f} s"
+                  f"{'; goal <= 4: ' + ('met' if med <= 4 else 'NOT met') if n == 1 else ''})")
+    if paired:
+        print()
 
     def pick(n, kind, speed, nth=0):
         found = [r for r in runs if (r.hosts, r.kind, r.speed) == (n, kind, speed)]
@@ -445,6 +583,31 @@ def report(runs: list[Run], skipped: list[str], resets: list[float], total: floa
         print(f"FAILED: {r.label}:")
         for f in r.failures or ["(no failing task reported)"]:
             print(f"    {f}")
+
+
+def profile(runs: list[Run]) -> None:
+    print()
+    print("per-role time of each converge (s, task start to next task start, summed per role; "
+          "'(play)' = fact gathering, pre_tasks and the end of the play):")
+    roles: list[str] = []
+    for r in runs:
+        for k in r.per_role():
+            if k not in roles:
+                roles.append(k)
+    header = "".join(f"{k[:10]:>11}" for k in roles)
+    print(f"  {'converge':<52}{header}")
+    for r in runs:
+        pr = r.per_role()
+        print(f"  {r.label:<52}" + "".join(f"{pr.get(k, 0.0):11.1f}" for k in roles))
+    shown = set()
+    for r in runs:
+        if r.kind != "no-op" or not r.speed or r.other in shown:
+            continue
+        shown.add(r.other)
+        results = ", ".join(f"{v} {k}" for k, v in sorted(r.statuses.items()))
+        print(f"slowest tasks, {r.label} ({r.tasks} task starts; per-host results {results}; {r.seconds:.1f} s):")
+        for sec, name in r.per_task()[:30]:
+            print(f"  {sec:6.2f}  {name}")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ class TaskEvent:
     status: str  # ok | changed | failed | skipped | unreachable | start
     duration: float = 0.0
     message: str = ""
+    role: str = ""       # the role the task belongs to ("" for play-level tasks)
+    created: str = ""    # the event's timestamp as ansible-runner records it (ISO 8601, UTC)
 
 
 @dataclass
@@ -166,7 +168,8 @@ def apply(inventory: Path, *, playbook: str = "playbooks/site.yml", check: bool 
         host = data.get("host") or data.get("remote_addr") or ""
         if kind == "playbook_on_task_start":
             current_task["name"] = data.get("task", "")
-            on_event(TaskEvent("", current_task["name"], "start"))
+            on_event(TaskEvent("", current_task["name"], "start", role=data.get("role", "") or "",
+                               created=event.get("created", "") or ""))
         elif kind.startswith("runner_on_") and host:
             summary = result.hosts.setdefault(host, HostSummary(host))
             res = data.get("res") or {}
@@ -188,7 +191,8 @@ def apply(inventory: Path, *, playbook: str = "playbooks/site.yml", check: bool 
             else:
                 return False
             on_event(TaskEvent(host, task, status, duration,
-                               summary.failed_message if status in ("failed", "unreachable") else ""))
+                               summary.failed_message if status in ("failed", "unreachable") else "",
+                               role=data.get("role", "") or "", created=event.get("created", "") or ""))
         elif kind == "playbook_on_stats":
             for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"),
                               ("dark", "unreachable"), ("skipped", "skipped")):
