@@ -5,8 +5,10 @@
 Writes a synthetic Postfix 3.7 log (submission smtpd, cleanup, opendkim, qmgr,
 smtp sent/deferred/bounced with retries, TLS noise, port-25 NOQUEUE rejects,
 removed) to a temporary file at 10%, 30% and 100% of --lines, and parses each
-line by line: wall time and lines/second (without tracemalloc), then the peak
-memory of the parse (tracemalloc) and the process's max RSS.  Delivered mail
+as `mailops stats --file` does (mailops.ops.logs.collect_local: blocks of 128 KiB,
+whole lines parsed as one string): wall time and lines/second (without
+tracemalloc), then the peak memory of the parse (tracemalloc) and the process's
+max RSS.  Delivered mail
 goes to a pool of 20,000 addresses, bounces to 300 of them and deferrals to
 500 (the same bad and greylisting mailboxes keep being mailed), and the
 deferred queue holds at most 300 messages (the oldest expire), so the
@@ -18,8 +20,9 @@ Then, side by side on the same --lines log in traditional syslog format (the onl
 one pflogsumm reads), when pflogsumm is installed (apt-get install pflogsumm):
 `mailops stats --file LOG --json` and `pflogsumm LOG` as processes, --rounds
 rounds alternating, each process's wall time and max RSS (wait4), the parse alone
-in-process (LogStats.feed_lines over the file), the ratios, and the totals both
-tools count (they must agree).
+in-process (collect_local, as above), the ratios, and the totals both tools count
+(they must agree).  The load average is printed before and after: the machine may
+be shared.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mailops.ops.logs import collect_local  # noqa: E402
 from mailops.ops.postfixlog import LogStats  # noqa: E402
 
 START = datetime(2026, 11, 22, 0, 0, 0, tzinfo=timezone.utc)
@@ -167,11 +171,13 @@ def synthetic_log(n_lines: int, fmt: str = "iso", seed: int = 7) -> Iterator[str
 
 
 def parse_file(path: Path) -> tuple[LogStats, float]:
-    stats = LogStats(now=START + timedelta(days=30))
     started = time.perf_counter()
-    with open(path, encoding="utf-8", errors="replace") as stream:
-        stats.feed_lines(stream)
+    stats = collect_local(path, now=START + timedelta(days=30))
     return stats, time.perf_counter() - started
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{n:.2f}" for n in os.getloadavg())
 
 
 def run_process(argv: list[str]) -> tuple[float, float, bytes]:
@@ -240,6 +246,7 @@ def side_by_side(lines: int, rounds: int, tmp: str) -> None:
     agree = all(ours[k] == theirs[k] for k in theirs)
     print("totals, mailops: " + ", ".join(f"{k} {ours[k]}" for k in theirs) + "; pflogsumm: "
           + ", ".join(f"{k} {v}" for k, v in theirs.items()) + ("  (the same)" if agree else "  <-- DIFFER"))
+    print(f"after the side-by-side rounds: {load()}")
     path.unlink()
 
 
@@ -251,7 +258,7 @@ def main() -> None:
     args = ap.parse_args()
 
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}  {platform.node()}  {os.cpu_count()} CPUs  "
-          f"Python {platform.python_version()}  timestamps: {args.format}")
+          f"Python {platform.python_version()}  timestamps: {args.format}  {load()}")
     sizes = sorted({max(1, args.lines // 10), max(1, args.lines * 3 // 10), args.lines})
     header = (f"{'lines':>10} {'gen s':>7} {'parse s':>8} {'lines/s':>10} {'peak MiB':>9} {'maxrss MiB':>11} "
               f"{'in-flight':>9} {'soft':>6} {'hard':>6} {'reasons':>7}")

@@ -223,3 +223,118 @@ def test_normalisation_is_still_linear_on_hostile_reasons():
         normalise_reason(hostile)
         assert time.perf_counter() - started < 1.0, hostile[:10]
     assert re.fullmatch(r"[<>a-z]*", normalise_reason("ab1" * 7000))
+
+
+# --- whole blocks of lines (mailops stats --file reads a local log a block at a time) --------------
+
+def _lines_of(text: str) -> list[str]:
+    """A decoded run of lines cut at "\\n" only, each keeping its newline."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
+def _one_by_one(data: bytes, **kwargs) -> LogStats:
+    """The oracle: bounded_lines' lines through the full per-line path."""
+    import io
+
+    from mailops.ops.logs import bounded_lines
+    stats = LogStats(prefilter=False, **kwargs)
+    for line in bounded_lines(io.BytesIO(data), lambda n: None):
+        if line is None:
+            stats.skip_too_long()
+        else:
+            stats.feed(line)
+    return stats
+
+
+@pytest.mark.parametrize("window", [{}, {"since": datetime(2026, 11, 22, 18, 0, tzinfo=UTC),
+                                         "until": datetime(2026, 11, 23, 6, 0, tzinfo=UTC)}])
+@pytest.mark.parametrize("seed, formats, hosts", [
+    (11, ("iso", "iso", "rfc3339", "syslog"), ("mta1", "mta1", "mta2", "mta-b.example")),
+    (12, ("syslog",), ("mta1",)), (13, ("iso",), ("mta1", "mta2"))])
+def test_blocks_of_lines_give_what_lines_one_by_one_give(seed, formats, hosts, window):
+    # lines cut anywhere between them, the last with or without its newline, as LogStats.feed_block takes them
+    text = "".join(varied_log(5000, seed, formats, hosts))
+    rng = random.Random(seed)
+    events: dict[str, list] = {"blocks": [], "lines": []}
+    by_blocks = LogStats(now=NOW, year=2026, on_event=events["blocks"].append, **window)
+    at = 0
+    while at < len(text):
+        cut = text.find("\n", min(len(text), at + rng.choice((1, 80, 700, 5000, 40_000)))) + 1 or len(text)
+        by_blocks.feed_block(text[at:cut])
+        at = cut
+    by_lines = LogStats(now=NOW, year=2026, prefilter=False, on_event=events["lines"].append, **window)
+    for line in _lines_of(text):
+        by_lines.feed(line)
+    assert state(by_blocks) == state(by_lines)
+    assert events["blocks"] == events["lines"] and len(events["lines"]) > 100
+
+
+@pytest.mark.parametrize("block_bytes", [1, 7, 64, 333, 4096])
+def test_a_local_log_read_in_blocks_gives_what_its_lines_give(tmp_path, monkeypatch, block_bytes):
+    # lines split across reads, lines over the length cap (at, just over, far over; the last one too),
+    # CRLF, bytes that are not UTF-8 (also a sequence cut by a newline), no newline at the end
+    import gzip
+
+    from mailops.ops import logs
+    monkeypatch.setattr(logs, "MAX_LINE_BYTES", 300)
+    monkeypatch.setattr(logs, "BLOCK_BYTES", block_bytes)
+    rng = random.Random(block_bytes)
+    pieces = [line.encode() for line in varied_log(1500, 21, ("iso", "syslog"), ("mta1",))]
+    for _ in range(60):
+        at = rng.randrange(len(pieces))
+        pieces.insert(at, rng.choice((
+            b"x" * 299 + b"\n", b"x" * 300 + b"\n", b"y" * 301 + b"\n", b"z" * 2000 + b"\n",
+            TS_LINE.encode()[:-1] + b"\xff\xfe \xe2\x82\n", b"\xe2\x82\n", TS_LINE.encode().replace(b"\n", b"\r\n"))))
+    for tail in (b"", TS_LINE.encode()[:-1], b"w" * 299, b"w" * 300, b"w" * 301, b"w" * 5000):
+        data = b"".join(pieces) + tail
+        path = tmp_path / "mail.log"
+        path.write_bytes(data)
+        expected = state(_one_by_one(data, now=NOW))
+        assert state(logs.collect_local(path, now=NOW)) == expected
+        gz = tmp_path / "mail.log.gz"
+        gz.write_bytes(gzip.compress(data))
+        assert state(logs.collect_local(gz, now=NOW)) == expected
+
+
+TS_LINE = ("2026-11-22T16:50:01+0000 mta1 postfix/smtp[3120]: 6C1B2C3D4E: to=<nobody@gmail.test>, relay=mx[1.2.3.4]:25, "
+           "delay=0.5, delays=0.1/0/0.2/0.2, dsn=5.1.1, status=bounced (550 5.1.1 User unknown)\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b" ", b"\n", b"\r\n", b"\xff", b"\xe2\x82", b"\xe2\x82\xac", b"b" * 40,
+                                 b"c" * 97, b"d" * 120]), max_size=60).map(b"".join),
+       st.integers(min_value=1, max_value=150))
+def test_the_block_reader_cuts_lines_as_the_line_reader_does(data, block_bytes):
+    import io
+
+    from mailops.ops import logs
+    read: list[int] = []
+    got: list[str | None] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logs, "MAX_LINE_BYTES", 100)
+        expected = list(logs.bounded_lines(io.BytesIO(data), lambda n: None))
+        for block in logs.line_blocks(io.BytesIO(data), read.append, block_bytes):
+            got.extend([None] if block is None else _lines_of(block))
+    assert got == expected and sum(read) == len(data)
+
+
+# --- the usual delivery line in one match ------------------------------------------------------------
+
+_USUAL = ("4F9D195432C: to=<user@inbox.test>, relay=mx.inbox.test[198.51.100.2]:25, delay=0.52, "
+          "delays=0.1/0/0.2/0.22, dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as 7BC2D1E0F3)")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=len(_USUAL)), st.sampled_from([
+    "", ">", "<", ",", ", ", " (", ")", "dsn=5.1.1, status=bounced", ", status=deferred", "dsn=", "orig_to=<a@b>, ",
+    ">, relay=", "delay=1, ", "delays=", "\n", "x", "5.7.1", ", dsn=4.4.1, status=deferred (no)", "))"])),
+    max_size=4),
+       st.integers(min_value=0, max_value=len(_USUAL)))
+def test_the_usual_delivery_form_parses_as_the_searches_do(edits, cut):
+    msg = _USUAL
+    for at, text in edits:
+        msg = msg[:at] + text + msg[at:]
+    for variant in (msg, msg[:cut], msg.replace(" (250", ", 250").rstrip(")"), msg.rstrip(")").split(" (")[0]):
+        assert postfixlines.parse_delivery(variant) == postfixlines._parse_delivery_searches(variant)

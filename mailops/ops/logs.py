@@ -5,7 +5,9 @@ syslog, journald keeps it with SYSLOG_FACILITY=2) or a log file on the host
 (``/var/log/mail.log`` with rsyslog), or a local file. Lines are parsed as
 they arrive over SSH and never kept, so a month of logs costs no more memory
 than an hour, and a line longer than any Postfix line (MAX_LINE_BYTES) is read in
-bounded chunks and counted as skipped, never held whole.
+bounded chunks and counted as skipped, never held whole.  A local file is read
+in blocks of BLOCK_BYTES, and the whole lines of each parsed as one string
+(LogStats.feed_block): the same lines, cut the same way, a block at a time.
 """
 
 from __future__ import annotations
@@ -16,17 +18,20 @@ import zlib
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 from mailops.errors import MailopsError
-from mailops.inventory import resolve_inventory_path
 from mailops.ops.logtime import parse_since
 from mailops.ops.postfixlog import LogStats
-from mailops.ops.remote import MailHost, Remote, mail_hosts
+
+if TYPE_CHECKING:
+    from mailops.ops.remote import MailHost
 
 # Postfix's own log lines are a few KiB at most (a long SMTP reply, many recipients);
 # a longer line is not one of them and is skipped rather than held
 MAX_LINE_BYTES = 64 * 1024
+# a local file is read this much at a time and its whole lines parsed as one string
+BLOCK_BYTES = 128 * 1024
 
 # progress(host, lines_so_far, bytes_so_far, total_bytes_or_None)
 Progress = Callable[[str, int, int, "int | None"], None]
@@ -65,6 +70,9 @@ def read(*, inventory: str, host: str | None = None, since: str | None = None, u
         raise MailopsError(f"--since '{since}' is after --until '{until}': nothing could match; swap them")
     if local_file is not None:
         return collect_local(local_file, since=since_at, until=until_at, progress=progress, now=now)
+    from mailops.inventory import resolve_inventory_path     # not needed for a local file: imported late
+    from mailops.ops.remote import mail_hosts
+
     hosts = mail_hosts(resolve_inventory_path(inventory), host)
     return collect(hosts, since=since_at, until=until_at, log_file=log_file, progress=progress, now=now)
 
@@ -73,6 +81,8 @@ def collect(hosts: list[MailHost], *, since: datetime | None = None, until: date
             log_file: str | None = None, progress: Progress | None = None, now: datetime | None = None,
             on_event: Callable | None = None) -> LogStats:
     """Stream each host's Postfix log through one LogStats (``on_event``: see LogStats)."""
+    from mailops.ops.remote import Remote
+
     stats = LogStats(since=since, until=until, now=now, on_event=on_event)
     for host in hosts:
         with Remote(host) as remote:
@@ -98,13 +108,23 @@ def collect_local(path: Path, *, since: datetime | None = None, until: datetime 
     stats = LogStats(since=since, until=until, now=now, on_event=on_event)
     compressed = path.suffix == ".gz"
     total = path.stat().st_size
+    name = str(path)
+    read = [0]
 
-    def lines(_cmd: str, on_bytes: Callable[[int], None]) -> Iterator[str | None]:
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as fh:
-            yield from bounded_lines(fh, on_bytes)
+    def on_bytes(n: int) -> None:
+        read[0] += n
 
     try:
-        _stream(stats, str(path), lines, "", total, progress)
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as fh:
+            for block in line_blocks(fh, on_bytes):
+                if block is None:
+                    stats.skip_too_long()
+                else:
+                    stats.feed_block(block)
+                if progress:
+                    progress(name, stats.lines, read[0], total)
+        if progress:
+            progress(name, stats.lines, read[0], total)
     except gzip.BadGzipFile as exc:
         if stats.lines == 0 and "Not a gzipped file" in str(exc):
             raise MailopsError(f"{path}: not gzip data although the name ends in .gz; "
@@ -135,6 +155,50 @@ def bounded_lines(fh: BinaryIO, on_bytes: Callable[[int], None]) -> Iterator[str
             raw = fh.readline(MAX_LINE_BYTES)
             on_bytes(len(raw))
         yield None
+
+
+def line_blocks(fh: BinaryIO, on_bytes: Callable[[int], None],
+                block_bytes: int | None = None) -> Iterator[str | None]:
+    """The lines of a binary stream as bounded_lines splits them, but whole runs of them at a
+    time: each string holds whole lines, decoded (every one ends in "\\n" but the stream's
+    last); None stands for a line over MAX_LINE_BYTES, whose rest is read and dropped.  At
+    most one read and one partial line (up to MAX_LINE_BYTES) are held."""
+    block_bytes = block_bytes or BLOCK_BYTES
+    carry = b""             # the start of a line the next read continues
+    skipping = False        # inside an over-long line: drop up to its newline
+    while True:
+        chunk = fh.read(block_bytes)
+        if not chunk:
+            break
+        on_bytes(len(chunk))
+        if skipping:
+            newline = chunk.find(b"\n")
+            if newline < 0:
+                continue
+            skipping = False
+            chunk = chunk[newline + 1:]
+        data = carry + chunk if carry else chunk
+        end = data.rfind(b"\n") + 1          # after the last whole line
+        # whole lines, each checked against the cap: a newline within the next
+        # MAX_LINE_BYTES bytes of a line's start ends that line and every line before it
+        run = start = 0
+        while start < end:
+            last = data.rfind(b"\n", start, min(start + MAX_LINE_BYTES, end))
+            if last >= 0:
+                start = last + 1
+                continue
+            if run < start:
+                yield data[run:start].decode("utf-8", "replace")
+            yield None
+            start = run = data.find(b"\n", start + MAX_LINE_BYTES) + 1    # found: end > start + cap
+        if run < end:
+            yield data[run:end].decode("utf-8", "replace")
+        carry = data[end:]
+        if len(carry) > MAX_LINE_BYTES:
+            yield None
+            carry, skipping = b"", True
+    if carry:
+        yield carry.decode("utf-8", "replace")
 
 
 def _stream(stats: LogStats, name: str, source, command: str, total: int | None, progress: Progress | None) -> None:

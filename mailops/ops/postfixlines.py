@@ -90,8 +90,12 @@ _LONG_NUMBER_RE = re.compile(r"\d{4,}")
 # an earlier alternative takes (each is bounded by characters the others cannot start after),
 # so one pass gives what five did.  Addresses get their own pass first: the tokens after an
 # address see its "<addr>" replacement, as they always did.
+# The first three cannot start right after a word character (their look-behinds, and the id's \b
+# before a word character, say so), so that test comes first, once for the three: inside a word only
+# the long number is tried, and that is most of the positions of a reason.
 _AFTER_IPV6 = (("ip4", _IPV4_RE), ("id", _ID_RE), ("n", _LONG_NUMBER_RE))
-_ONE_PASS_RE = re.compile("|".join(f"(?P<{name}>{rx.pattern})" for name, rx in (("ip6", _IPV6_RE),) + _AFTER_IPV6))
+_ONE_PASS_RE = re.compile(r"(?<!\w)(?:" + "|".join(f"(?P<{name}>{rx.pattern})" for name, rx in (
+    ("ip6", _IPV6_RE), ("ip4", _IPV4_RE), ("id", _ID_RE))) + f")|(?P<n>{_LONG_NUMBER_RE.pattern})")
 _NOT_IPV6_RE = re.compile("|".join(f"(?P<{name}>{rx.pattern})" for name, rx in _AFTER_IPV6))
 _REPLACEMENT = {"ip4": "<ip>", "id": "<id>", "n": "<n>"}
 
@@ -111,12 +115,35 @@ def _not_ipv6(match: re.Match) -> str:
     return _REPLACEMENT[match.lastgroup]
 
 
+# No pattern above matches across a space, and each treats a space as it treats the start or the
+# end of the text (none of their characters, no word character), so a reason is normalised word
+# by word, and the words of a log repeat ("said:", "450", "4.2.1", the same hosts and recipients):
+# normalised words by word, at most _CACHED of them (then it starts again: bounded memory).
+_CACHED = 4_096
+_CACHED_WORD_CHARS = 100
+_normalised: dict[str, str] = {}
+
+
+def _normalise_word(word: str) -> str:
+    if "@" in word:
+        word = _ADDRESS_RE.sub("<addr>", word)
+    return _ONE_PASS_RE.sub(_one_pass, word)
+
+
 def normalise_reason(reason: str) -> str:
     """Replace addresses, IPs, ids and long numbers so that reasons group."""
-    text = reason
-    if "@" in text:
-        text = _ADDRESS_RE.sub("<addr>", text)
-    return _ONE_PASS_RE.sub(_one_pass, text)[:MAX_REASON_CHARS]
+    cache = _normalised
+    out = []
+    for word in reason.split(" "):
+        done = cache.get(word)
+        if done is None:
+            done = _normalise_word(word)
+            if len(word) <= _CACHED_WORD_CHARS:
+                if len(cache) >= _CACHED:
+                    cache.clear()
+                cache[word] = done
+        out.append(done)
+    return " ".join(out)[:MAX_REASON_CHARS]
 
 
 # ---------------------------------------------------------------------------
@@ -145,12 +172,30 @@ _FROM_RE = re.compile(r"from=<([^>]*)>")
 _TO_RE = re.compile(r"to=<([^>]*)>")
 
 
+# The usual line in one match: a recipient without ">", no orig_to=, and delay= and delays= between
+# relay= and dsn=.  Neither value holds a comma, so no "dsn=D, status=S" can start before this
+# one: parse_delivery's searches would find the same fields.  [^,]* and [a-z]+ are each followed by
+# a character they do not take, so the match is linear in the line.
+_USUAL_DELIVERY_RE = re.compile(r"([0-9A-Za-z]+): to=<([^<>]*)>, relay=([^,]*), delay=[^,]*, delays=[^,]*, "
+                                r"dsn=(\d\.\d{1,3}\.\d{1,3}), status=([a-z]+)(?: \((.*)\)|, (.*))?\Z", re.S)
+
+
 def parse_delivery(msg: str) -> tuple[str, str, str, str, str, str] | None:
     """(queue id, recipient, relay, dsn, status, reason) of
     ``QID: to=<rcpt>, [orig_to=<..>, ]relay=R, ..., dsn=D, status=S (reason)``, or None.
 
     Found with plain searches rather than one pattern: a lazy recipient followed by a
     lazy ``.*?dsn=`` backtracks over the whole line once per ``>, `` in it."""
+    usual = _USUAL_DELIVERY_RE.match(msg)
+    if usual is not None:
+        queue_id, recipient, relay, dsn, status, in_parens, after_comma = usual.groups()
+        return (queue_id, recipient, relay, dsn, status,
+                in_parens if in_parens is not None else after_comma if after_comma is not None else "")
+    return _parse_delivery_searches(msg)
+
+
+def _parse_delivery_searches(msg: str) -> tuple[str, str, str, str, str, str] | None:
+    """parse_delivery for any line, by plain searches."""
     head = _DELIVERY_HEAD_RE.match(msg)
     if head is None:
         return None

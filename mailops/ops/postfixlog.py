@@ -126,26 +126,77 @@ class LogStats:
             for line in lines:
                 self._feed(line)
             return self
+        self._feed_many(lines)
+        return self
+
+    def feed_block(self, text: str) -> "LogStats":
+        """Feed a run of whole lines as one string (lines end at "\\n"; the last one may lack it),
+        e.g. a block read from a file: the same statistics as feeding its lines one by one."""
+        lines = text.split("\n")
+        if lines[-1] == "":          # the text ends with a newline, or is empty
+            lines.pop()
+        if not self._prefilter:
+            for line in lines:
+                self._feed(line)
+            return self
+        self._feed_many(lines)
+        return self
+
+    def _feed_many(self, lines: Iterable[str]) -> None:
+        # The pre-filter of feed with its state in local variables: a line that starts with
+        # the "<timestamp> <host> " of the last timed line is inside or outside the window as
+        # that line was, and its program starts right after that prefix.  Lines holding none
+        # of the words the events look for are only counted; the others go straight to
+        # _message with their program and message; any other line takes the full path.
+        # A line with a trailing "\n" or without one gives the same result.
         full = self._feed
-        prefix, in_window, start = self._prefix, self._in_window, len(self._prefix or "")
+        lines = iter(lines)
+        if self._prefix is None:
+            for line in lines:
+                full(line)
+                if self._prefix is not None:
+                    break
+            else:
+                return
+        prefix, in_window = self._prefix, self._in_window
+        start = len(prefix)
         starts = _POSTFIX_STARTS
-        fast = counted = 0      # lines the pre-filter took; of them, Postfix lines inside the window
+        message, qmgr = self._message, self._qmgr
+        taken = counted = other = 0     # lines taken here; of the only-counted ones, inside the window or not
         try:
             for line in lines:
-                if (prefix is not None and line.startswith(prefix) and "/qmgr[" not in line
-                        and "status=" not in line and "reject: " not in line and "non-delivery" not in line):
-                    fast += 1
+                if line.startswith(prefix):
+                    if "status=" in line or "/qmgr[" in line or "reject: " in line or "non-delivery" in line:
+                        taken += 1
+                        end = line.find(" ", start)
+                        if end < 0 or not line.startswith(starts, start):    # no message, or not Postfix's
+                            other += 1
+                        elif "status=" not in line and line.find("/qmgr[", start, end) >= 0:
+                            # qmgr's "queue active" and "removed", taken as _message takes them
+                            if in_window:
+                                counted += 1
+                            else:
+                                other += 1
+                            msg = line[end + 1:]
+                            qmgr(msg.rstrip("\r\n") if msg[-1:] in ("\n", "\r") else msg)
+                        else:
+                            message(line[start:end], line[end + 1:])
+                        continue
+                    taken += 1
+                    # a Postfix program name and a message after it (split's fourth part)
                     if in_window and line.startswith(starts, start) and line.find(" ", start + 8) >= 0:
                         counted += 1
+                    else:
+                        other += 1
                     continue
                 full(line)
                 if self._prefix is not prefix:
-                    prefix, in_window, start = self._prefix, self._in_window, len(self._prefix)
+                    prefix, in_window = self._prefix, self._in_window
+                    start = len(prefix)
         finally:
-            self.lines += fast
+            self.lines += taken
             self.parsed += counted
-            self.skipped += fast - counted
-        return self
+            self.skipped += other
 
     def feed(self, line: str) -> None:
         # Whole-line pre-filter: most lines (connect, TLS, cleanup, client=, other programs) can
@@ -197,6 +248,10 @@ class LogStats:
                 return
             if self._prefilter:     # lines of another host with the same time just take this path
                 self._prefix = line[:prefix_len]
+        self._message(program, msg)
+
+    def _message(self, program: str, msg: str) -> None:
+        """A Postfix line's program and message, its time already taken (self._in_window)."""
         if msg[-1:] in ("\n", "\r"):
             msg = msg.rstrip("\r\n")
         if not self._in_window:
