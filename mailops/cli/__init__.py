@@ -8,31 +8,19 @@ from mailops import __version__
 from mailops.cli.base import MailopsGroup
 
 
-@click.group(cls=MailopsGroup)
+# Each command's module is imported only when that command runs (or help lists it):
+# `mailops stats` should not pay for the lab, the DNS providers and pydantic.
+COMMANDS = {name: f"mailops.cli.{module}:{attr}" for name, module, attr in (
+    ("lab", "lab", "lab"), ("provision", "provision", "provision"), ("dkim", "dkim", "dkim"),
+    ("dns", "dns", "dns"), ("inventory", "inventory", "inventory"), ("init", "init", "init"),
+    ("collection", "collection", "collection"), ("verify", "verify", "verify"), ("queue", "queue", "queue"),
+    ("stats", "stats", "stats"), ("bounces", "bounces", "bounces"), ("warmup", "warmup", "warmup"),
+    ("demo", "demo", "demo"), ("suppressions", "suppressions", "suppressions"),
+    ("reports", "reports", "reports"),
+)}
+
+
+@click.group(cls=MailopsGroup, lazy_commands=COMMANDS)
 @click.version_option(__version__, prog_name="mailops")
 def main() -> None:
     """Provision, publish and verify sending mail servers."""
-
-
-def _register() -> None:
-    from mailops.cli import (bounces, collection, demo, dkim, dns, init, inventory, lab, provision, queue, reports,
-                             stats, suppressions, verify, warmup)
-
-    main.add_command(lab.lab)
-    main.add_command(provision.provision)
-    main.add_command(dkim.dkim)
-    main.add_command(dns.dns)
-    main.add_command(inventory.inventory)
-    main.add_command(init.init)
-    main.add_command(collection.collection)
-    main.add_command(verify.verify)
-    main.add_command(queue.queue)
-    main.add_command(stats.stats)
-    main.add_command(bounces.bounces)
-    main.add_command(warmup.warmup)
-    main.add_command(demo.demo)
-    main.add_command(suppressions.suppressions)
-    main.add_command(reports.reports)
-
-
-_register()
