@@ -209,9 +209,10 @@ def test_no_mail_leaves_unsigned_when_opendkim_or_postfix_dies(provisioned, lab_
         time.sleep(4)
         ssh(lab_cfg, "systemctl start opendkim")
         time.sleep(2)
-        ssh(lab_cfg, "systemctl kill -s KILL postfix@-.service || true")
+        # Debian 12 runs the main instance as postfix@-.service, Debian 13 as postfix.service
+        ssh(lab_cfg, "systemctl kill -s KILL postfix@-.service postfix.service || true")
         time.sleep(3)
-        ssh(lab_cfg, "systemctl restart postfix@-.service")
+        ssh(lab_cfg, "systemctl restart postfix")
         time.sleep(3)
     finally:
         stop.set()

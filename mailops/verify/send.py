@@ -170,9 +170,9 @@ def deliver(inv, domain: str, mailbox: Mailbox, *, group: str = GROUP, message: 
                                      "rather than send it unsigned")]
             return None, [failed(group, domain, name,
                                  f"{host.fqdn}:587 refused the message for now ({code} {detail[:80]})"
-                                 + (f"; {why}" if why else ""), f"see the mail log on {host.fqdn} (journalctl -u postfix@-)")]
+                                 + (f"; {why}" if why else ""), f"see the mail log on {host.fqdn} (journalctl -u 'postfix*')")]
         return None, [failed(group, domain, name, f"{host.fqdn}:587 refused the message ({code} {detail[:80]})",
-                             f"see the mail log on {host.fqdn} (journalctl -u postfix@-)")]
+                             f"see the mail log on {host.fqdn} (journalctl -u 'postfix*')")]
     except ssl.SSLCertVerificationError as exc:
         return None, [failed(group, domain, name, f"{host.fqdn}:587 certificate not trusted ({exc.verify_message})",
                              "re-issue the certificate: mailops provision apply --tags tls")]
