@@ -135,12 +135,7 @@ class LogStats:
         lines = text.split("\n")
         if lines[-1] == "":          # the text ends with a newline, or is empty
             lines.pop()
-        if not self._prefilter:
-            for line in lines:
-                self._feed(line)
-            return self
-        self._feed_many(lines)
-        return self
+        return self.feed_lines(lines)
 
     def _feed_many(self, lines: Iterable[str]) -> None:
         # The pre-filter of feed with its state in local variables: a line that starts with
