@@ -133,8 +133,9 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
         failed = [c for c in preflight(host, inv.smtp_probe) if not c.ok]
         if failed:
             raise MailopsError(f"pre-flight {failed[0].name}: {failed[0].detail}")
-        if trust.status == "recorded":
-            forget_facts(host.name)
+        # vps1 may have been re-installed (another Debian release) since its facts were cached
+        # under this name, even with a host key already known: look at it anew
+        forget_facts(host.name)
         result = apply(inventory, limit=host.name)
         if not result.ok:
             bad = next(h for h in result.hosts.values() if h.failed or h.unreachable)
