@@ -30,9 +30,6 @@ from tests.helpers import copy_inventory
 from tests.test_returnpath_messages import FAILED_BOB, FEEDBACK, arf, dsn, original_message
 from tests.test_returnpath_reports import dmarc_xml, report_mail, tls_json
 
-TODAY = datetime.now(timezone.utc)
-DAY = TODAY.strftime("%Y-%m-%d")
-
 
 def _two_hosts(data: dict) -> None:
     hosts = data["all"]["children"]["mailhosts"]["hosts"]
@@ -275,8 +272,11 @@ def test_tls_report_failures_by_type(world):
 
 def test_complaint_rate_against_sent_counts_from_the_log(world, tmp_path):
     inv, runner, states = world
+    # the day the complaint is recorded (now) and the day of the log lines must be the same
+    # (taken when the test runs, not when the module was imported: a run may cross midnight)
+    today = datetime.now(timezone.utc)
+    ts, day = today.strftime("%Y-%m-%dT%H:%M:%S+0000"), today.strftime("%Y-%m-%d")
     deliver(states[inv.hosts[0].name], arf(), "abuse@shop.test", "feedback@fbl.example.org")
-    ts = TODAY.strftime("%Y-%m-%dT%H:%M:%S+0000")
     lines = []
     for i in range(400):
         qid = f"4Q{i:08X}"
@@ -293,10 +293,10 @@ def test_complaint_rate_against_sent_counts_from_the_log(world, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     rows = {(r["domain"], r["day"]): r for r in data["rows"]}
-    shop = rows[("shop.test", DAY)]
+    shop = rows[("shop.test", day)]
     assert (shop["complaints"], shop["sent"]) == (1, 400)
     assert shop["rate"] == pytest.approx(0.0025) and shop["over"] == [0.001]
-    assert rows[("news.test", DAY)]["rate"] == 0.0 and data["lines"] == [0.001, 0.003]
+    assert rows[("news.test", day)]["rate"] == 0.0 and data["lines"] == [0.001, 0.003]
     table = cli(inv, "reports", "complaints", "--file", str(log))
     assert "0.250 %" in table.output and "OVER" in table.output
     # a complaint on a day nothing was sent: the rate is unknown, not infinite or zero
