@@ -89,6 +89,23 @@ def test_vps_is_a_fresh_server_reached_over_ssh(lab, lab_cfg):
     assert lab_cfg.known_hosts.read_text().count("vps1.lab.test") >= 1
 
 
+def test_a_unit_stopped_on_one_vps_does_not_wait_for_its_twin_on_another(lab, lab_cfg):
+    # Each machine has cgroups of its own: with one shared tree (the host has no
+    # systemd), systemd on Debian 13 waited its 90 s stop timeout for the same
+    # unit's processes on the other machines.
+    unit = f"twin-{uuid.uuid4().hex[:8]}"
+    for name in ("vps1", "vps2"):
+        run_on(lab_cfg, name, f"systemd-run --quiet --unit={unit} sleep 600")
+    try:
+        started = time.monotonic()
+        run_on(lab_cfg, "vps1", f"timeout 30 systemctl stop {unit}")
+        assert time.monotonic() - started < 10
+        assert run_on(lab_cfg, "vps2", f"systemctl is-active {unit}") == "active"
+    finally:
+        for name in ("vps1", "vps2"):
+            core.ssh_run(lab_cfg, name, f"systemctl stop {unit}")
+
+
 def test_vps_has_no_way_out_of_the_lab(lab, lab_cfg):
     # No default route: nothing outside the lab is reachable (checked without sending a packet).
     out = core.ssh_run(lab_cfg, "vps1", "ip route get 203.0.113.80; ip -6 route get 2001:4860::1")

@@ -25,11 +25,10 @@ MAILBOX_DOMAIN = "inbox.test"
 DNSBL_ZONE = "dnsbl.test"
 
 # Debian suites the lab builds images of (Debian's archive serves both).
-# The roles support both; new VPSes stay bookworm (12) until the whole lab
-# suite passes on trixie (13): a full run there on 2026-12-05 left three
-# failures (issue 16's closing note).
+# The roles support both; new VPSes get trixie (13), what a provider's fresh
+# Debian VPS runs today.
 SUITES = ("trixie", "bookworm")
-DEFAULT_SUITE = "bookworm"
+DEFAULT_SUITE = "trixie"
 # The receiving host is not a machine under test: it stays on the suite its
 # Dovecot configuration (mailbox.py, 2.3 syntax) is written for.
 RECEIVER_SUITE = "bookworm"

@@ -5,6 +5,12 @@ seen from the host.  Killing the nspawn process does not stop a container
 (its systemd keeps running, orphaned), so we record the leader and stop the
 machine with ``systemctl poweroff`` inside it, falling back to SIGKILL of the
 leader, which takes the whole PID namespace down with it.
+
+Each machine runs in cgroups of its own.  The host has no systemd, so without
+them every nspawn payload lands in the same ``payload`` cgroup: the machines'
+systemds then share /system.slice/postfix.service and friends, and a unit
+stopped on one machine waits out its timeout for the other machines' processes
+(Debian 13's systemd tracks units in the cgroup2 hierarchy).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mailops.errors import MailopsError
@@ -35,6 +41,7 @@ class RunningMachine:
     pidns: str
     veth: str
     started_at: float
+    cgroups: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,20 +144,71 @@ def leader_alive(d: dict) -> bool:
     return pid_alive(leader) and pid_namespace(leader) == d.get("pidns")
 
 
+# the cgroup hierarchies a booted systemd tracks its units in
+_SYSTEMD_HIERARCHIES = (("cgroup2", ""), ("cgroup", "name=systemd"))
+
+
+def _own_cgroups(name: str) -> list[Path]:
+    """Create (empty) cgroups for machine `name` below ours, one per systemd hierarchy."""
+    ours = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        ours[controllers] = path
+    made = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        mount_root, mount_point = fields[3], fields[4]
+        fstype, options = fields[fields.index("-") + 1], fields[-1].split(",")
+        for want_type, want_name in _SYSTEMD_HIERARCHIES:
+            path = ours.get(want_name)
+            if fstype != want_type or (want_name and want_name not in options) or path is None:
+                continue
+            relative = os.path.relpath(path, mount_root)
+            if relative.startswith(".."):
+                continue
+            group = Path(mount_point, relative, "mailops-lab", name)
+            try:
+                group.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                continue
+            made.append(group)
+    return made
+
+
+def _remove_cgroups(groups: list[str]) -> None:
+    """rmdir the machine's cgroups, deepest first (a cgroup is removed only when empty)."""
+    for top in map(Path, groups):
+        if not top.is_dir():
+            continue
+        for sub in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            try:
+                sub.rmdir()
+            except OSError:
+                pass
+        try:
+            top.rmdir()
+        except OSError:
+            pass
+
+
 def start(cfg: LabConfig, machine: Machine, root: Path, timeout: float = 60.0) -> RunningMachine:
     log = machine_dir(cfg, machine.name) / "console.log"
+    cgroups = _own_cgroups(machine.name)
     cmd = ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
            "--machine", machine.name, "--directory", str(root),
            f"--network-bridge={cfg.bridge}", "--resolv-conf=off", "--timezone=off",
            "--link-journal=no", "--console=passive"]
-    proc = spawn(cmd, log)
+    proc = spawn(cmd, log, cgroups=cgroups)
     try:
         leader = _find_leader(proc.pid, root, timeout=20)
     except MailopsError:
         proc.kill()
+        proc.wait()
+        _remove_cgroups([str(g) for g in cgroups])
         raise MailopsError(f"machine {machine.name} failed to boot: {last_lines(log)}")
     running = RunningMachine(machine.name, machine.role, machine.ipv4, machine.ipv6, machine.fqdn, str(root),
-                             proc.pid, leader, pid_namespace(leader), veth_name(machine.name), time.time())
+                             proc.pid, leader, pid_namespace(leader), veth_name(machine.name), time.time(),
+                             [str(g) for g in cgroups])
     if not wait_tcp(machine.ipv4, 22, timeout):
         stop(running)
         raise MailopsError(f"machine {machine.name} booted but SSH on {machine.ipv4}:22 did not answer "
@@ -189,6 +247,7 @@ def stop(m: dict | RunningMachine, timeout: float = 30.0) -> None:
     if is_ours(nspawn_pid, root):
         wait_gone(nspawn_pid, 10) or os.kill(nspawn_pid, 9)
         wait_gone(nspawn_pid, 5)
+    _remove_cgroups(d.get("cgroups", []))
     veth = d.get("veth")
     if veth and Path(f"/sys/class/net/{veth}").exists():
         run(["ip", "link", "del", veth], f"removing {veth}", check=False)

@@ -91,12 +91,22 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return not pid_alive(pid)
 
 
-def spawn(cmd: Sequence[str], log: Path, *, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
-    """Start a long-running process detached from our session, output appended to log."""
+def spawn(cmd: Sequence[str], log: Path, *, env: dict | None = None, cwd: Path | None = None,
+          cgroups: Sequence[Path] = ()) -> subprocess.Popen:
+    """Start a long-running process detached from our session, output appended to log
+    (and, when given, in these cgroup directories, one per hierarchy, before it execs)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    procs = [str(g / "cgroup.procs") for g in cgroups]
+
+    def enter_cgroups() -> None:
+        for f in procs:
+            with open(f, "w") as out:
+                out.write(str(os.getpid()))
+
     with open(log, "ab") as out:
         return subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, env=env, cwd=cwd)
+                                start_new_session=True, close_fds=True, env=env, cwd=cwd,
+                                preexec_fn=enter_cgroups if procs else None)
 
 
 def wait_tcp(host: str, port: int, timeout: float) -> bool:
