@@ -8,6 +8,7 @@ small records for the caller (the CLI renders them live with rich).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -244,12 +245,34 @@ def fact_cache_dir() -> Path:
     return Path(os.path.expanduser("~/.cache/mailops/ansible-facts"))
 
 
-def forget_facts(host: str) -> None:
-    """Drop cached facts of a host (a fresh or re-installed server must be looked at anew).
-    ansible-core 2.19 names the file s1_<host> (a schema prefix); older versions <host>."""
+def _fact_files(host: str) -> list[Path]:
+    """The host's files in the fact cache: ansible-core 2.19 names them s1_<host> (a schema
+    prefix), older versions <host>."""
     cache = fact_cache_dir()
     if not cache.is_dir():
-        return
-    for path in cache.iterdir():
-        if path.name == host or re.fullmatch(r"s\d+_" + re.escape(host), path.name):
-            path.unlink(missing_ok=True)
+        return []
+    return [path for path in cache.iterdir()
+            if path.name == host or re.fullmatch(r"s\d+_" + re.escape(host), path.name)]
+
+
+def forget_facts(host: str) -> None:
+    """Drop cached facts of a host (a fresh or re-installed server must be looked at anew)."""
+    for path in _fact_files(host):
+        path.unlink(missing_ok=True)
+
+
+def cached_host_keys(host: str) -> set[tuple[str, str]]:
+    """The SSH host keys (type, base64) the host had when its facts were cached; empty if none are."""
+    keys = set()
+    for path in _fact_files(host):
+        try:
+            facts = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        facts = facts.get("ansible_facts", facts) if isinstance(facts, dict) else {}
+        for kind in ("ed25519", "ecdsa", "rsa", "dsa"):
+            key, keytype = facts.get(f"ansible_ssh_host_key_{kind}_public"), facts.get(
+                f"ansible_ssh_host_key_{kind}_public_keytype")
+            if isinstance(key, str) and isinstance(keytype, str):
+                keys.add((keytype, key))
+    return keys

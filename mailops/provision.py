@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mailops.ansible import ApplyResult, TaskEvent, apply, forget_facts
+from mailops.ansible import ApplyResult, TaskEvent, apply, cached_host_keys, forget_facts
 from mailops.errors import MailopsError
 from mailops.inventory import Inventory, MailHost
 
@@ -178,3 +178,24 @@ def new_vps(inventory: Inventory, host_name: str, *, expect_fingerprint: str | N
         raise MailopsError(f"pre-flight check '{failed[0].name}' failed for {host.name}: {failed[0].detail}")
     forget_facts(host.name)  # a fresh server: never reuse facts cached for an earlier machine
     return apply(inventory.path, limit=host.name, on_event=on_event)
+
+
+def forget_stale_facts(inventory: Inventory) -> list[str]:
+    """Forget the cached facts of every host whose cached SSH host keys are not the ones trusted
+    in known_hosts now: the server was re-installed (perhaps with another Debian release) since
+    Ansible looked at it, and its roles must not take the old machine's vars.  Returns their names."""
+    stale = []
+    for host in inventory.hosts:
+        cached = cached_host_keys(host.name)
+        if cached and cached.isdisjoint((k.keytype, k.key) for k in recorded_host_keys(host)):
+            forget_facts(host.name)
+            stale.append(host.name)
+    return stale
+
+
+def converge(inventory: Inventory, *, check: bool = False, diff: bool = False, limit: str | None = None,
+             tags: str | None = None, on_event: Callable[[TaskEvent], None] | None = None) -> ApplyResult:
+    """Converge the inventory's hosts (``limit``: an Ansible pattern), never with a re-installed
+    server's stale facts."""
+    forget_stale_facts(inventory)
+    return apply(inventory.path, check=check, diff=diff, limit=limit, tags=tags, on_event=on_event)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import socket
 import threading
 from pathlib import Path
@@ -147,3 +148,36 @@ def test_cli_new_vps_renders_each_step(tmp_path, server):
     assert f"host key recorded: {fingerprint(server.key)} ({tmp_path / 'known_hosts'})" in err
     assert any(line.startswith("  FAIL ssh: cannot run commands over SSH:") for line in err), err
     assert err[-1].startswith(f"mailops: error: pre-flight check 'ssh' failed for {HOST}: cannot run commands")
+
+
+def test_converge_forgets_facts_cached_for_a_machine_that_was_re_installed(tmp_path, monkeypatch):
+    """A server re-installed under the same name (perhaps with another Debian release) and
+    trusted anew has other host keys than its cached facts: the next converge looks at it
+    anew instead of giving the roles the old machine's vars; a host whose keys still match
+    keeps its cache."""
+    from mailops import ansible
+
+    monkeypatch.setattr(provision, "apply", lambda *a, **kw: "applied")
+    monkeypatch.setattr(ansible, "fact_cache_dir", lambda: tmp_path / "facts")
+    (tmp_path / "facts").mkdir()
+    inv = inventory_for(tmp_path, 22)
+    host = inv.select_hosts(HOST)[0]
+    old, new = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+
+    def cache(key: paramiko.PKey) -> Path:
+        path = tmp_path / "facts" / f"s1_{HOST}"
+        path.write_text(json.dumps({"ansible_distribution_release": "bookworm",
+                                    "ansible_ssh_host_key_ecdsa_public": key.get_base64(),
+                                    "ansible_ssh_host_key_ecdsa_public_keytype": key.get_name()}))
+        return path
+
+    def trust(key: paramiko.PKey) -> None:
+        (tmp_path / "known_hosts").write_text(f"{host.known_host_name} {key.get_name()} {key.get_base64()}\n")
+
+    trust(old)
+    cached = cache(old)
+    assert provision.converge(inv) == "applied" and cached.exists()  # the same machine
+    trust(new)  # re-installed and trusted anew (new-vps after ssh-keygen -R)
+    assert provision.forget_stale_facts(inv) == [HOST] and not cached.exists()
+    cache(new)
+    assert provision.forget_stale_facts(inv) == []

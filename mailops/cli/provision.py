@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from mailops import provision as lib
-from mailops.ansible import ApplyResult, TaskEvent, apply as run_apply
+from mailops.ansible import ApplyResult, TaskEvent
 from mailops.cli.base import inventory_option
 from mailops.cloud.lifecycle import CreateOptions, apply_destroy, create_vps, plan_destroy
 from mailops.errors import MailopsError
@@ -75,9 +75,9 @@ def live_progress(as_json: bool) -> Iterator[Callable[[TaskEvent], None]]:
             live.stop()
 
 
-def converge(inventory, *, check=False, diff=False, limit=None, tags=None, as_json=False) -> ApplyResult:
+def converge(inv, *, check=False, diff=False, limit=None, tags=None, as_json=False) -> ApplyResult:
     with live_progress(as_json) as on_event:
-        return run_apply(inventory, check=check, diff=diff, limit=limit, tags=tags, on_event=on_event)
+        return lib.converge(inv, check=check, diff=diff, limit=limit, tags=tags, on_event=on_event)
 
 
 def report(result: ApplyResult, as_json: bool) -> None:
@@ -111,7 +111,7 @@ def provision() -> None:
 def apply_cmd(inventory_name, check, diff, limit, tags, as_json):
     """Converge every mail host of the inventory (in parallel)."""
     inv = load(inventory_name)
-    report(converge(inv.path, check=check, diff=diff, limit=limit, tags=tags, as_json=as_json), as_json)
+    report(converge(inv, check=check, diff=diff, limit=limit, tags=tags, as_json=as_json), as_json)
 
 
 @provision.command("new-vps")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from mailops.ansible import forget_facts
 from mailops.cloud import HostKeyPair, Server, ServerProvider, ServerSpec, server_provider
 from mailops.dkim.store import KeyStore
 from mailops.errors import MailopsError
@@ -293,6 +294,7 @@ def apply_destroy(plan: DestroyPlan, context: dict, *, on_step: Step = lambda s:
         subprocess.run(["ssh-keygen", "-R", host.known_host_name, "-f", str(plan.known_hosts)],
                        capture_output=True, timeout=30)
         Path(f"{plan.known_hosts}.old").unlink(missing_ok=True)
+    forget_facts(plan.host)  # a later server of the same name is another machine
     if plan.inventory_file is not None:
         remove_host(plan.inventory_file.parent, plan.host)
         on_step(f"inventory: {plan.host} removed from {plan.inventory_file}")

@@ -119,28 +119,20 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
                 f"(shop.test by RFC 2136, news.test by the Cloudflare API, PTR by RFC 2136){taken}, read back OK")
 
     def provision() -> str:
-        from mailops.ansible import apply, forget_facts
         from mailops.inventory import load
-        from mailops.provision import establish_trust, preflight
+        from mailops.provision import HostKey, new_vps
 
-        inventory = _inventory()
-        inv = load(inventory)
+        inv = load(_inventory())
         host = inv.hosts[0]
         # out of band, as from a provider's console: the key in the machine's own root
         pub = (core.machine_root(cfg, "vps1") / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[1]
-        from mailops.provision import HostKey
-        trust = establish_trust(host, expect_fingerprint=HostKey("ssh-ed25519", pub).fingerprint)
-        failed = [c for c in preflight(host, inv.smtp_probe) if not c.ok]
-        if failed:
-            raise MailopsError(f"pre-flight {failed[0].name}: {failed[0].detail}")
-        # vps1 may have been re-installed (another Debian release) since its facts were cached
-        # under this name, even with a host key already known: look at it anew
-        forget_facts(host.name)
-        result = apply(inventory, limit=host.name)
+        trust = []
+        result = new_vps(inv, host.name, expect_fingerprint=HostKey("ssh-ed25519", pub).fingerprint,
+                         on_trust=trust.append)
         if not result.ok:
             bad = next(h for h in result.hosts.values() if h.failed or h.unreachable)
             raise MailopsError(f"{bad.host}: task '{bad.failed_task}' failed: {bad.failed_message}")
-        return f"{host.name} converged: {result.changed} changed tasks in {result.seconds}s (host key {trust.status})"
+        return f"{host.name} converged: {result.changed} changed tasks in {result.seconds}s (host key {trust[0].status})"
 
     def live_send() -> str | tuple[str, list[str]]:
         from pathlib import Path as _P
