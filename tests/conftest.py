@@ -79,6 +79,22 @@ def pytest_sessionfinish(session, exitstatus) -> None:
             reporter.write_line("lab down: this session brought the lab up")
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Time per test file (setup, call and teardown), the 15 largest: where CI time goes."""
+    per_file: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) and hasattr(report, "duration"):
+                path = report.nodeid.split("::", 1)[0]
+                per_file[path] = per_file.get(path, 0.0) + report.duration
+    if len(per_file) < 2:
+        return
+    terminalreporter.write_sep("=", "slowest 15 test files")
+    for path, seconds in sorted(per_file.items(), key=lambda kv: -kv[1])[:15]:
+        terminalreporter.write_line(f"{seconds:8.1f}s {path}")
+    terminalreporter.write_line(f"{sum(per_file.values()):8.1f}s in all {len(per_file)} files")
+
+
 @pytest.fixture(scope="session")
 def lab_cfg() -> LabConfig:
     return LabConfig()
