@@ -18,17 +18,19 @@ Timestamps are recognised per line: journalctl short-iso
 from __future__ import annotations
 
 from collections import OrderedDict
+from itertools import islice
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Callable, Iterable
 
 from mailops.ops.bounces import BounceStore
 from mailops.ops.logtime import as_utc
-from mailops.ops.postfixlines import (MAX_REASON_CHARS, QMGR_EXPIRED_RE, Delivery, Reject, classify_dsn, domain_of,
-                                      normalise_reason, parse_delivery, parse_reject)
+from mailops.ops.postfixlines import (_USUAL_DELIVERY_RE, MAX_REASON_CHARS, QMGR_EXPIRED_RE, Delivery, Reject,
+                                      classify_dsn, domain_of, normalise_reason, parse_delivery, parse_reject)
 from mailops.ops.tables import BoundedTable
 
 UTC = timezone.utc
 STATUSES = ("sent", "deferred", "bounced", "expired", "rejected")
+_DELIVERY_STATUSES = frozenset(("sent", "deferred", "bounced", "expired"))
 MAX_INFLIGHT_QUEUE_IDS = 100_000     # queue files seen "queue active" but not yet "removed"
 MAX_PENDING_PER_QUEUE_ID = 1_000     # deferred recipients remembered per queue file (for expiry)
 MAX_DISTINCT_REASONS = 10_000        # after this, new reasons are counted as "other"
@@ -46,6 +48,9 @@ _FUTURE_SLACK = timedelta(days=1)
 
 _POSTFIX_PREFIXES = frozenset(("postfix/", "postfix-", "postfix["))
 _POSTFIX_STARTS = tuple(_POSTFIX_PREFIXES)
+# what _event does with a program's lines, by the program field ("postfix/qmgr[812]:")
+_NOT_POSTFIX, _POSTFIX, _QMGR, _BOUNCE = 0, 1, 2, 3
+_MAX_PROGRAMS = 4_096
 _MONTHS = {name: number for number, name in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
 
@@ -117,6 +122,7 @@ class LogStats:
         # "<timestamp> <host> " of the last line whose timestamp was taken: the pre-filter's key
         self._prefilter = prefilter
         self._prefix: str | None = None
+        self._program_kinds: dict[str, int] = {}
 
     # -- feeding ------------------------------------------------------------
 
@@ -126,7 +132,12 @@ class LogStats:
             for line in lines:
                 self._feed(line)
             return self
-        self._feed_many(lines)
+        if isinstance(lines, list):
+            self._feed_many(lines)
+        else:                           # a stream: a list at a time, never all of it
+            lines = iter(lines)
+            while batch := list(islice(lines, 1024)):
+                self._feed_many(batch)
         return self
 
     def feed_block(self, text: str) -> "LogStats":
@@ -137,60 +148,108 @@ class LogStats:
             lines.pop()
         return self.feed_lines(lines)
 
-    def _feed_many(self, lines: Iterable[str]) -> None:
+    def _program_kind(self, program: str) -> int:
+        """What _event does with a program's lines (cached: a log names few programs)."""
+        kinds = self._program_kinds
+        if len(kinds) >= _MAX_PROGRAMS:     # pids make many names over a long log: stay bounded
+            kinds.clear()
+        # postfix/smtp, postfix/submission/smtpd, postfix-out/smtp (multi-instance); not postfixadmin
+        kind = (_NOT_POSTFIX if program[:8] not in _POSTFIX_PREFIXES else _QMGR if "/qmgr[" in program
+                else _BOUNCE if "/bounce[" in program else _POSTFIX)
+        kinds[program] = kind
+        return kind
+
+    def _feed_many(self, lines: list[str]) -> None:
         # The pre-filter of feed with its state in local variables: a line that starts with
         # the "<timestamp> <host> " of the last timed line is inside or outside the window as
-        # that line was, and its program starts right after that prefix.  Lines holding none
-        # of the words the events look for are only counted; the others go straight to
-        # _message with their program and message; any other line takes the full path.
-        # A line with a trailing "\n" or without one gives the same result.
+        # that line was, and its program starts right after that prefix.  A line of a Postfix
+        # program that holds none of the words its events look for is only counted (_event
+        # would do nothing with it); the usual delivery line and qmgr's lines are handled here
+        # (the hot paths: a third of a busy log), other event lines go straight to _event with
+        # their program and message; any other line takes the full path.  A line with a
+        # trailing "\n" or without one gives the same result.
         full = self._feed
-        lines = iter(lines)
+        remaining = iter(lines)
         if self._prefix is None:
-            for line in lines:
+            for line in remaining:
                 full(line)
                 if self._prefix is not None:
                     break
             else:
                 return
+        given = remaining.__length_hint__()      # lines left for the loop below
         prefix, in_window = self._prefix, self._in_window
         start = len(prefix)
-        starts = _POSTFIX_STARTS
-        message, qmgr = self._message, self._qmgr
-        taken = counted = other = 0     # lines taken here; of the only-counted ones, inside the window or not
+        kinds, program_kind = self._program_kinds, self._program_kind
+        event, qmgr, delivered = self._event, self._qmgr, self._delivered
+        usual_delivery = _USUAL_DELIVERY_RE.match
+        inflight = self._inflight
+        forget, known, remember = inflight.pop, inflight.get, self._remember
+        # counted as lines read here, minus those of the full path (it counts its own); the
+        # skipped ones are counted, the others were parsed (fewer additions per line)
+        fulls = other = 0
         try:
-            for line in lines:
-                if line.startswith(prefix):
-                    if "status=" in line or "/qmgr[" in line or "reject: " in line or "non-delivery" in line:
-                        taken += 1
-                        end = line.find(" ", start)
-                        if end < 0 or not line.startswith(starts, start):    # no message, or not Postfix's
-                            other += 1
-                        elif "status=" not in line and line.find("/qmgr[", start, end) >= 0:
-                            # qmgr's "queue active" and "removed", taken as _message takes them
-                            if in_window:
-                                counted += 1
-                            else:
-                                other += 1
-                            msg = line[end + 1:]
-                            qmgr(msg.rstrip("\r\n") if msg[-1:] in ("\n", "\r") else msg)
-                        else:
-                            message(line[start:end], line[end + 1:])
-                        continue
-                    taken += 1
-                    # a Postfix program name and a message after it (split's fourth part)
-                    if in_window and line.startswith(starts, start) and line.find(" ", start + 8) >= 0:
-                        counted += 1
-                    else:
-                        other += 1
+            for line in remaining:
+                if not line.startswith(prefix):
+                    full(line)
+                    fulls += 1
+                    if self._prefix is not prefix:
+                        prefix, in_window = self._prefix, self._in_window
+                        start = len(prefix)
                     continue
-                full(line)
-                if self._prefix is not prefix:
-                    prefix, in_window = self._prefix, self._in_window
-                    start = len(prefix)
+                end = line.find(" ", start)     # the program is line[start:end], the message after it
+                if end < 0:                     # no message
+                    other += 1
+                    continue
+                program = line[start:end]
+                try:
+                    kind = kinds[program]
+                except KeyError:
+                    kind = program_kind(program)
+                if not kind:                    # not Postfix's
+                    other += 1
+                elif not in_window:
+                    other += 1
+                    if kind == _QMGR:           # keep senders of mail queued before --since
+                        msg = line[end + 1:]
+                        qmgr(msg.rstrip("\r\n") if msg[-1:] in ("\n", "\r") else msg)
+                elif "status=" in line:
+                    # the usual delivery line, matched in place (no copy of its message); a line
+                    # ending in "\r" or "\n" would carry it into the reason: _event strips it
+                    usual = usual_delivery(line, end + 1)
+                    if usual is not None and not line.endswith(("\n", "\r")):
+                        queue_id, recipient, relay, dsn, status, in_parens, after_comma = usual.groups()
+                        delivered(queue_id, recipient, relay, dsn, status,
+                                  in_parens if in_parens is not None else after_comma or "")
+                    else:
+                        msg = line[end + 1:]
+                        event(program, msg.rstrip("\r\n") if msg[-1:] in ("\n", "\r") else msg)
+                elif kind == _QMGR:
+                    # qmgr's "queue active" and "removed", as _qmgr takes them
+                    if line.endswith(": removed", end + 1):
+                        forget(line[end + 1:-9], None)
+                    elif line.endswith(("\n", "\r")):
+                        qmgr(line[end + 1:].rstrip("\r\n"))
+                    else:
+                        at = line.find(": from=<", end + 1)
+                        if at > end + 1:
+                            stop = line.find(">, size=", at)
+                            if stop > 0:
+                                sender = line[at + 8:stop]
+                                queue_id = line[end + 1:at]
+                                queued = known(queue_id)
+                                if queued is None:
+                                    remember(queue_id, sender)
+                                else:           # seen before (a retry): _remember's other half
+                                    queued.sender = sender
+                                    inflight.move_to_end(queue_id)
+                elif kind == _BOUNCE or "reject: " in line:
+                    msg = line[end + 1:]
+                    event(program, msg.rstrip("\r\n") if msg[-1:] in ("\n", "\r") else msg)
         finally:
+            taken = given - remaining.__length_hint__() - fulls
             self.lines += taken
-            self.parsed += counted
+            self.parsed += taken - other
             self.skipped += other
 
     def feed(self, line: str) -> None:
@@ -255,6 +314,10 @@ class LogStats:
             self.skipped += 1
             return
         self.parsed += 1
+        self._event(program, msg)
+
+    def _event(self, program: str, msg: str) -> None:
+        """What a Postfix line inside the window says (msg without its line end), counted already."""
         # cheapest tests first: most lines are connect/disconnect/TLS noise
         if "status=" in msg:
             if ": to=<" in msg:
@@ -284,7 +347,7 @@ class LogStats:
         except (ValueError, KeyError, OverflowError):    # OverflowError: a zone pushes it past year 1 or 9999
             return False
         self._ts_text, self._ts, self._ts_iso = ts_text, moment, _iso(moment)
-        self._hour = moment.strftime("%Y-%m-%dT%H:00Z")
+        self._hour = self._ts_iso[:-6] + "00Z"     # "...T16:50:01Z" -> "...T16:00Z" (%Y may be short)
         self._in_window = not ((self.since is not None and moment < self.since)
                                or (self.until is not None and moment > self.until))
         if self._in_window:
@@ -372,21 +435,31 @@ class LogStats:
 
     def _delivery(self, msg: str) -> None:
         parsed = parse_delivery(msg)
-        if parsed is None:
-            return
-        queue_id, recipient, relay, dsn, status, reason = parsed
-        if status not in ("sent", "deferred", "bounced", "expired"):
+        if parsed is not None:
+            self._delivered(*parsed)
+
+    def _delivered(self, queue_id: str, recipient: str, relay: str, dsn: str, status: str, reason: str) -> None:
+        """A delivery line's fields (parse_delivery's tuple)."""
+        if status not in _DELIVERY_STATUSES:
             return                          # deliverable/undeliverable: address probes, not mail
         recipient = recipient.lower()
-        domain = domain_of(recipient)
+        at = recipient.rfind("@")                       # domain_of, inlined: once per delivery
+        domain = recipient[at + 1:].lower() if at >= 0 else ""
         queued = self._inflight.get(queue_id)
         sender = queued.sender if queued is not None else None
-        self._count(status, domain)
-        self._count_dsn(dsn)
+        self.totals[status] += 1                        # _count and _count_dsn, inlined
+        if domain:
+            self.by_domain.add(domain, status)
+        self.by_hour.add(self._hour, status)
+        if dsn:
+            self.dsn.add(dsn, "count")
         if status == "sent":
             self.bounces.resolve(recipient)
             if queued is not None and queued.pending:
                 queued.pending.pop(recipient, None)
+            if self.on_event is not None:
+                self.on_event(Delivery(self._ts, queue_id, recipient, domain, sender, relay, dsn, status, reason))
+            return
         elif status == "deferred":
             self._count_reason(status, reason)
             self.bounces.defer(recipient, domain, dsn, reason[:MAX_REASON_CHARS], self._ts_iso, sender)
