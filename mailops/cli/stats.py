@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
-from rich.table import Table
 
 from mailops.cli.base import inventory_option
 from mailops.ops import logs
 from mailops.ops.postfixlog import STATUSES, LogStats
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+# rich is imported where something is drawn: `stats --json` draws nothing and starts faster without it
 
 
 def source_options(fn):
@@ -29,10 +32,16 @@ def source_options(fn):
 
 
 def read_stats(host, inventory_name, since, until, log_file, local_file, quiet: bool) -> LogStats:
+    if quiet:           # no progress bar to draw
+        return logs.read(inventory=inventory_name, host=host, since=since, until=until, log_file=log_file,
+                         local_file=local_file)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
+
     console = Console(stderr=True)
     # a progress bar only where a person watches and the log is long enough to wait for
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[lines]} lines"),
-                  console=console, transient=True, disable=quiet or not console.is_terminal) as bar:
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
         tasks: dict[str, int] = {}
 
         def progress(name: str, lines: int, done: int, total: int | None) -> None:
@@ -45,6 +54,8 @@ def read_stats(host, inventory_name, since, until, log_file, local_file, quiet: 
 
 
 def _counts_table(title: str, rows: dict, key_name: str) -> Table:
+    from rich.table import Table
+
     t = Table(key_name, *STATUSES, title=title, title_justify="left")
     for key, c in rows.items():
         t.add_row(key, *(str(c.get(s, 0)) for s in STATUSES))
@@ -62,6 +73,8 @@ def stats(host, inventory_name, since, until, log_file, local_file, as_json, top
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
+    from rich.console import Console
+
     console = Console()
     totals = ", ".join(f"{s} {report['totals'].get(s, 0)}" for s in STATUSES)
     console.print(f"{report['postfix_lines']} Postfix lines of {report['lines']} "
