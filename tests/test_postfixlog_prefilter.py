@@ -338,3 +338,69 @@ def test_the_usual_delivery_form_parses_as_the_searches_do(edits, cut):
         msg = msg[:at] + text + msg[at:]
     for variant in (msg, msg[:cut], msg.replace(" (250", ", 250").rstrip(")"), msg.rstrip(")").split(" (")[0]):
         assert postfixlines.parse_delivery(variant) == postfixlines._parse_delivery_searches(variant)
+
+
+# --- the block loop's own paths: usual deliveries and qmgr lines in place, cached program kinds --------
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_blocks_give_what_lines_give_when_the_bounded_maps_overflow(seed, monkeypatch):
+    # an in-flight map of 3 queue files (evictions on the block loop's qmgr path, and by deferrals),
+    # and a program cache of 2 names (cleared all the time)
+    from mailops.ops import postfixlog
+    monkeypatch.setattr(postfixlog, "_MAX_PROGRAMS", 2)
+    text = "".join(varied_log(4000, seed, ("syslog", "iso"), ("mta1", "mta2")))
+    by_blocks = LogStats(now=NOW, year=2026, max_inflight=3)
+    at = 0
+    while at < len(text):
+        cut = text.find("\n", at + 30_000) + 1 or len(text)
+        by_blocks.feed_block(text[at:cut])
+        at = cut
+    by_lines = LogStats(now=NOW, year=2026, max_inflight=3, prefilter=False)
+    for line in _lines_of(text):
+        by_lines.feed(line)
+    assert state(by_blocks) == state(by_lines)
+    assert by_lines.evicted > 100
+
+
+_PROGRAMS = ["postfix/smtp[3120]:", "postfix/qmgr[900]:", "postfix-out/qmgr[9]:", "postfix/bounce[1800]:",
+             "postfix/qmgr[/bounce[1]:", "postfix/bounce[/qmgr[1]:", "opendkim[600]:", "postfixadmin[1]:",
+             "postfix/smtpd[2000]:", "postfix", "postfix/qmgr[900]"]
+_MESSAGES = [
+    _USUAL,
+    "4F9D195432C: to=<user@inbox.test>, relay=mx[198.51.100.2]:25, delay=1, delays=0/0/0/1, dsn=4.2.1, "
+    "status=deferred (try later)",
+    "4F9D195432C: to=<user@inbox.test>, relay=none, delay=9, delays=9/0/0/0, dsn=5.0.0, status=bounced, gone",
+    "4F9D195432C: from=<news@shop.test>, size=4211, nrcpt=1 (queue active)",
+    "4F9D195432C: removed", ": removed", "removed", "4F9D195432C: from=<>, size=1, nrcpt=1 (queue active)",
+    "4F9D195432C: from=<news@shop.test>, status=expired, returned to sender",
+    "NOQUEUE: reject: RCPT from unknown[203.0.113.9]: 554 5.7.1 <a@b.test>: Relay access denied; "
+    "from=<x@bulk.test> to=<a@b.test> proto=ESMTP helo=<x>",
+    "4F9D195432C: sender non-delivery notification: C234591D9F4", "connect from status=.x[1.2.3.4]", "",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["Nov 22 16:50:01 mta1 ", "Nov 22 16:50:02 mta1 ",
+                                           "2026-11-22T16:50:01+0000 mta1 "]),
+                          st.sampled_from(_PROGRAMS), st.sampled_from(_MESSAGES),
+                          st.sampled_from(["", " ", "\r", "x"]), st.sampled_from(["\n", "\r\n"])),
+                min_size=1, max_size=30),
+       st.sampled_from([{}, {"since": datetime(2026, 11, 22, 16, 50, 2, tzinfo=UTC)}]))
+def test_the_block_loop_gives_what_the_full_path_gives_on_any_mix(rows, window):
+    text = "".join(f"{prefix}{program} {msg}{tail}{end}" if program != "postfix" else f"{prefix}{program}{end}"
+                   for prefix, program, msg, tail, end in rows)
+    events: dict[str, list] = {"blocks": [], "lines": []}
+    by_blocks = LogStats(now=NOW, year=2026, on_event=events["blocks"].append, **window)
+    by_blocks.feed_block(text)
+    by_lines = LogStats(now=NOW, year=2026, prefilter=False, on_event=events["lines"].append, **window)
+    for line in _lines_of(text):
+        by_lines.feed(line)
+    assert state(by_blocks) == state(by_lines)
+    assert events["blocks"] == events["lines"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_the_iso_time_is_what_strftime_gives(moment):
+    from mailops.ops.postfixlog import _iso
+    assert _iso(moment) == moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -58,7 +58,10 @@ _MONTHS = {name: number for number, name in enumerate(
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment.year >= 1000:     # what strftime gives, three times faster (it runs once per second of log)
+        return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (moment.year, moment.month, moment.day, moment.hour,
+                                                   moment.minute, moment.second)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")    # %Y of a year before 1000 has no padding
 
 
 class _Queued:
@@ -184,7 +187,7 @@ class LogStats:
         event, qmgr, delivered = self._event, self._qmgr, self._delivered
         usual_delivery = _USUAL_DELIVERY_RE.match
         inflight = self._inflight
-        forget, known, remember = inflight.pop, inflight.get, self._remember
+        forget, known, max_inflight = inflight.pop, inflight.get, self.max_inflight
         # counted as lines read here, minus those of the full path (it counts its own); the
         # skipped ones are counted, the others were parsed (fewer additions per line)
         fulls = other = 0
@@ -237,10 +240,13 @@ class LogStats:
                             if stop > 0:
                                 sender = line[at + 8:stop]
                                 queue_id = line[end + 1:at]
-                                queued = known(queue_id)
+                                queued = known(queue_id)    # _remember, inlined
                                 if queued is None:
-                                    remember(queue_id, sender)
-                                else:           # seen before (a retry): _remember's other half
+                                    inflight[queue_id] = _Queued(sender)
+                                    if len(inflight) > max_inflight:
+                                        inflight.popitem(last=False)
+                                        self.evicted += 1
+                                else:
                                     queued.sender = sender
                                     inflight.move_to_end(queue_id)
                 elif kind == _BOUNCE or "reject: " in line:
