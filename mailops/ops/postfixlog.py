@@ -183,7 +183,7 @@ class LogStats:
         given = remaining.__length_hint__()      # lines left for the loop below
         prefix, in_window = self._prefix, self._in_window
         start = len(prefix)
-        kinds, program_kind = self._program_kinds, self._program_kind
+        kinds, program_kind, plain = self._program_kinds, self._program_kind, _POSTFIX
         event, qmgr, delivered = self._event, self._qmgr, self._delivered
         usual_delivery = _USUAL_DELIVERY_RE.match
         inflight = self._inflight
@@ -209,6 +209,8 @@ class LogStats:
                     kind = kinds[program]
                 except KeyError:
                     kind = program_kind(program)
+                if kind is plain and in_window and "status=" not in line and "reject: " not in line:
+                    continue                    # most lines: only counted, as parsed
                 if not kind:                    # not Postfix's
                     other += 1
                 elif not in_window:
