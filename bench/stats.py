@@ -1,6 +1,6 @@
 """Benchmark: streaming Postfix log statistics (mailops.ops.postfixlog).
 
-    .venv/bin/python bench/stats.py [--lines 1000000] [--format iso|rfc3339|syslog] [--rounds 3]
+    .venv/bin/python bench/stats.py [--lines 1000000] [--format iso|rfc3339|syslog] [--rounds 3] [--compare-with DIR]
 
 Writes a synthetic Postfix 3.7 log (submission smtpd, cleanup, opendkim, qmgr,
 smtp sent/deferred/bounced with retries, TLS noise, port-25 NOQUEUE rejects,
@@ -21,7 +21,9 @@ one pflogsumm reads), when pflogsumm is installed (apt-get install pflogsumm):
 `mailops stats --file LOG --json` and `pflogsumm LOG` as processes, --rounds
 rounds alternating, each process's wall time and max RSS (wait4), the parse alone
 in-process (collect_local, as above), the ratios, and the totals both tools count
-(they must agree).  The load average is printed before and after: the machine may
+(they must agree).  --compare-with DIR runs the CLI of DIR's mailops package (e.g. a
+worktree of the commit before a change) in the same rounds, and checks its whole JSON
+report equals this tree's.  The load average is printed before and after: the machine may
 be shared.
 """
 
@@ -180,11 +182,11 @@ def load() -> str:
     return "load average " + " ".join(f"{n:.2f}" for n in os.getloadavg())
 
 
-def run_process(argv: list[str]) -> tuple[float, float, bytes]:
+def run_process(argv: list[str], env: dict | None = None) -> tuple[float, float, bytes]:
     """Wall seconds, max RSS in MiB (of this child alone, from wait4) and stdout of one process."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -205,7 +207,7 @@ def pflogsumm_totals(text: str) -> dict[str, int]:
     return found
 
 
-def side_by_side(lines: int, rounds: int, tmp: str) -> None:
+def side_by_side(lines: int, rounds: int, tmp: str, compare_with: Path | None = None) -> None:
     pflogsumm = shutil.which("pflogsumm")
     if pflogsumm is None:
         print("pflogsumm is not installed (apt-get install pflogsumm): no side-by-side comparison")
@@ -217,10 +219,19 @@ def side_by_side(lines: int, rounds: int, tmp: str) -> None:
     version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "pflogsumm"], capture_output=True,
                              text=True).stdout or "?"
     runs: dict[str, list[tuple[float, float]]] = {"mailops stats": [], "pflogsumm": [], "parse only": []}
+    if compare_with is not None:
+        runs["other tree"] = []
+        other_env = {**os.environ, "PYTHONPATH": str(compare_with)}    # its mailops package, this interpreter
+    same_report = True
     for _ in range(rounds):           # alternating, so a busy moment of the machine hits both
         wall, rss, out = run_process([mailops, "stats", "--file", str(path), "--json"])
         runs["mailops stats"].append((wall, rss))
-        ours = json.loads(out)["totals"]
+        report = json.loads(out)
+        ours = report["totals"]
+        if compare_with is not None:
+            wall, rss, out = run_process([mailops, "stats", "--file", str(path), "--json"], env=other_env)
+            runs["other tree"].append((wall, rss))
+            same_report = same_report and json.loads(out) == report
         wall, rss, out = run_process([pflogsumm, str(path)])
         runs["pflogsumm"].append((wall, rss))
         theirs = pflogsumm_totals(out.decode("utf-8", "replace"))
@@ -235,7 +246,7 @@ def side_by_side(lines: int, rounds: int, tmp: str) -> None:
         rss = max(r for _, r in rs)
         best[name] = (wall, rss)
         label = {"mailops stats": "mailops stats --file", "pflogsumm": "pflogsumm",
-                 "parse only": "mailops parse only"}[name]
+                 "parse only": "mailops parse only", "other tree": "--compare-with tree"}[name]
         rounds_text = ", ".join(f"{w:.2f}" for w, _ in rs)
         print(f"{label:>24} {wall:>7.2f} {lines / wall:>10,.0f} "
               + (f"{rss:>12.1f}" if rss else f"{'(in-process)':>12}") + f"  [{rounds_text}]")
@@ -243,6 +254,11 @@ def side_by_side(lines: int, rounds: int, tmp: str) -> None:
     print(f"mailops / pflogsumm: lines/s {ratio:.2f} x through the CLI (goal of issue 17: >= 4 x: "
           f"{'met' if ratio >= 4 else 'NOT met'}), {best['pflogsumm'][0] / best['parse only'][0]:.2f} x the parse "
           f"alone; max RSS {best['mailops stats'][1] / best['pflogsumm'][1]:.2f} x")
+    if compare_with is not None:
+        other = best["other tree"][0]
+        print(f"--compare-with {compare_with}: {other:.2f} s through the CLI, {best['pflogsumm'][0] / other:.2f} x "
+              f"pflogsumm; this tree {other / best['mailops stats'][0]:.2f} x faster; the whole JSON report "
+              + ("the same in every round" if same_report else "DIFFERS"))
     agree = all(ours[k] == theirs[k] for k in theirs)
     print("totals, mailops: " + ", ".join(f"{k} {ours[k]}" for k in theirs) + "; pflogsumm: "
           + ", ".join(f"{k} {v}" for k, v in theirs.items()) + ("  (the same)" if agree else "  <-- DIFFER"))
@@ -255,6 +271,9 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=1_000_000, help="largest log (also run at 10%% and 30%%)")
     ap.add_argument("--format", choices=("iso", "rfc3339", "syslog"), default="iso")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the side-by-side run with pflogsumm")
+    ap.add_argument("--compare-with", type=Path, metavar="DIR",
+                    help="also run the CLI of the mailops package in DIR (e.g. a worktree of an older commit) "
+                         "in the same rounds, and compare its whole JSON report")
     args = ap.parse_args()
 
     print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}  {platform.node()}  {os.cpu_count()} CPUs  "
@@ -283,7 +302,7 @@ def main() -> None:
             print(f"{size:>10,} {generated:>7.1f} {seconds:>8.2f} {size / seconds:>10,.0f} {peaks[size]:>9.2f} "
                   f"{maxrss_mib:>11.1f} {stats.inflight:>9,} {soft:>6,} {hard:>6,} {len(stats.reasons):>7,}")
             path.unlink()
-        side_by_side(args.lines, args.rounds, tmp)
+        side_by_side(args.lines, args.rounds, tmp, args.compare_with)
     smallest, largest = sizes[0], sizes[-1]
     print(f"peak memory {largest:,} / {smallest:,} lines: {peaks[largest] / peaks[smallest]:.2f} x "
           f"(lines {largest / smallest:.0f} x)")
