@@ -18,12 +18,13 @@ Timestamps are recognised per line: journalctl short-iso
 from __future__ import annotations
 
 from collections import OrderedDict
-from itertools import islice
 from datetime import datetime, timedelta, timezone, tzinfo
+from itertools import islice
 from typing import Callable, Iterable
 
 from mailops.ops.bounces import BounceStore
 from mailops.ops.logtime import as_utc
+# _USUAL_DELIVERY_RE: parse_delivery's first pattern, run by the block loop on a line in place
 from mailops.ops.postfixlines import (_USUAL_DELIVERY_RE, MAX_REASON_CHARS, QMGR_EXPIRED_RE, Delivery, Reject,
                                       classify_dsn, domain_of, normalise_reason, parse_delivery, parse_reject)
 from mailops.ops.tables import BoundedTable
@@ -209,7 +210,7 @@ class LogStats:
                     kind = kinds[program]
                 except KeyError:
                     kind = program_kind(program)
-                if kind is plain and in_window and "status=" not in line and "reject: " not in line:
+                if kind == plain and in_window and "status=" not in line and "reject: " not in line:
                     continue                    # most lines: only counted, as parsed
                 if not kind:                    # not Postfix's
                     other += 1
@@ -468,7 +469,7 @@ class LogStats:
             if self.on_event is not None:
                 self.on_event(Delivery(self._ts, queue_id, recipient, domain, sender, relay, dsn, status, reason))
             return
-        elif status == "deferred":
+        if status == "deferred":
             self._count_reason(status, reason)
             self.bounces.defer(recipient, domain, dsn, reason[:MAX_REASON_CHARS], self._ts_iso, sender)
             if queued is None:
