@@ -26,6 +26,17 @@ def venv_env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
 
 
+def playbook_env(**extra: str) -> dict[str, str]:
+    """venv_env for the tests' own ansible-playbook runs: with the mitogen strategy, as `mailops
+    provision` converges (mailops.ansible.ansible_env); plain Ansible is proven by test_provision's
+    plain ansible-playbook run and by test_install's collection play."""
+    from mailops.ansible import mitogen_strategy_dir
+
+    strategies = mitogen_strategy_dir()
+    mitogen = {"ANSIBLE_STRATEGY_PLUGINS": strategies, "ANSIBLE_STRATEGY": "mitogen_linear"} if strategies else {}
+    return venv_env(**{**mitogen, **extra})
+
+
 def mailops(*args: str, check: bool = True, timeout: float = 1500, input: str | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed `mailops` command from the repository root, as a user would.

@@ -17,7 +17,8 @@ import yaml
 
 from mailops.lab import core, dns as labdns
 from tests.conftest import missing_prerequisite, require_lab_prerequisites
-from tests.helpers import HOSTS, ROOT, SETTINGS, VENV_BIN, changed_tasks, mailops, venv_env, write_yaml
+from tests.helpers import (HOSTS, ROOT, SETTINGS, VENV_BIN, changed_tasks, mailops, playbook_env,
+                           write_yaml)
 
 
 def ensure_lab_vps(lab_cfg, number: int) -> None:
@@ -143,7 +144,7 @@ class MailHost:
                  "loop": [{"name": "fullchain.pem", "mode": "0644"}, {"name": "privkey.pem", "mode": "0600"}]},
             ],
             "roles": list(roles)}]))
-        self.env = venv_env(ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_PIPELINING="True", ANSIBLE_NOCOLOR="1",
+        self.env = playbook_env(ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_PIPELINING="True", ANSIBLE_NOCOLOR="1",
                             **(env or {}))
 
     def write_group_vars(self, vars_: dict) -> None:
@@ -184,3 +185,11 @@ def publish_lab_inventory() -> None:
 
 def new_password(who: str) -> str:
     return f"{who}-" + uuid.uuid4().hex[:12]
+
+
+def assert_no_config_warnings(lab_cfg, name: str) -> None:
+    """Nothing in the configuration the roles wrote on lab machine `name` is deprecated or unknown
+    to its Postfix and Dovecot."""
+    proc = core.ssh_run(lab_cfg, name, "postconf -n >/dev/null; postconf -M >/dev/null; "
+                                       "doveconf -n >/dev/null; postfix check")
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr

@@ -93,6 +93,7 @@ def test_a_unit_stopped_on_one_vps_does_not_wait_for_its_twin_on_another(lab, la
     # Each machine has cgroups of its own: with one shared tree (the host has no
     # systemd), systemd on Debian 13 waited its 90 s stop timeout for the same
     # unit's processes on the other machines.
+    core.up(lab_cfg, vps=2)
     unit = f"twin-{uuid.uuid4().hex[:8]}"
     for name in ("vps1", "vps2"):
         run_on(lab_cfg, name, f"systemd-run --quiet --unit={unit} sleep 600")

@@ -30,7 +30,7 @@ from mailops.lab import acme, core
 from mailops.lab import dns as labdns
 from mailops.lab.system import pid_alive, wait_tcp
 from tests.conftest import IN_CI, missing_prerequisite, require_lab_prerequisites
-from tests.helpers import ROOT as REPO, VENV_BIN
+from tests.helpers import ROOT as REPO, VENV_BIN, playbook_env
 
 # Ports for the tests' own pebble: not the lab's 14000/15000, which a pebble
 # started by `mailops lab up` may hold (gateway-local traffic needs no firewall rule).
@@ -237,8 +237,7 @@ def test_tls_role_obtains_a_lab_certificate(lab, lab_cfg, lab_pebble, tmp_path):
           roles:
             - tls
         """))
-    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1",
-               ANSIBLE_PIPELINING="1", PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}")
+    env = playbook_env(ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_NOCOLOR="1", ANSIBLE_PIPELINING="1")
 
     rc, stats, out = _converge(playbook, inventory, env, "--check", "--diff")
     assert rc == 0, f"check run failed:\n{out}"

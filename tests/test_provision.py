@@ -24,7 +24,7 @@ from mailops.inventory import load_inventory
 from mailops.lab import core, receiver
 from tests.helpers import LAB_INVENTORY as INVENTORY, ROOT, SETTINGS, VENV_BIN, copy_inventory, mailops, \
     replace_text, venv_env
-from tests.mailhost import publish_lab_inventory
+from tests.mailhost import assert_no_config_warnings, publish_lab_inventory
 
 pytestmark = pytest.mark.lab
 
@@ -119,6 +119,10 @@ def test_plain_ansible_playbook_converges_the_same_inventory(provisioned):
     assert proc.returncode == 0, proc.stdout[-3000:]
     recap = proc.stdout[proc.stdout.rindex("PLAY RECAP"):]
     assert "changed=0" in recap and "failed=0" in recap, recap
+
+
+def test_postconf_and_doveconf_have_no_warnings(provisioned, lab_cfg):
+    assert_no_config_warnings(lab_cfg, "vps1")  # the lab's suite; test_debian_suites does the other
 
 
 def test_shipped_testinfra_suite_passes(provisioned):

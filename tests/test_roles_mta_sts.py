@@ -50,7 +50,7 @@ import pytest
 from mailops.dns.desired import mta_sts_policy
 from mailops.lab import core, dns as labdns
 from mailops.lab.config import LabConfig
-from tests.helpers import ROOT, VENV_BIN, copy_inventory, mailops, venv_env
+from tests.helpers import ROOT, VENV_BIN, copy_inventory, mailops, playbook_env, venv_env
 
 pytestmark = pytest.mark.lab
 
@@ -72,7 +72,7 @@ def converge(inv: Path, *extra: str) -> dict:
 
 def playbook(inv: Path, *args: str) -> str:
     """Plain ansible-playbook on site.yml (to pass extra variables, which `provision apply` does not)."""
-    env = venv_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    env = playbook_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inv), "playbooks/site.yml", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -271,11 +271,13 @@ def test_firewall_opens_443(served):
     assert proc.returncode == 0 and "443" in proc.stdout, proc.stdout
 
 
-def test_shipped_firewall_and_tls_checks_pass(served):
-    """mailops.checks expects 443 open on a host serving a policy, and the certificate to verify."""
+def test_shipped_base_firewall_and_tls_checks_pass(served):
+    """mailops.checks expects 443 open on a host serving a policy, and the certificate to verify
+    (and the base role's guarantees: the roles base and firewall have no lab test of their own,
+    this fresh converge, its second run and check run are theirs)."""
     env = venv_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), MAILOPS_ACME_ROOTS_FILE=str(ROOTS))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--pyargs",
-                           "mailops.checks.test_firewall", "mailops.checks.test_tls",
+                           "mailops.checks.test_base", "mailops.checks.test_firewall", "mailops.checks.test_tls",
                            f"--hosts=ansible://{served['fqdn']}", f"--ansible-inventory={served['inv']}"],
                           cwd="/", env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

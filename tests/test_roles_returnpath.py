@@ -37,7 +37,7 @@ import pytest
 
 from mailops.lab import core, dns as labdns
 from mailops.lab.receiver import wait_for_message
-from tests.helpers import ROOT, VENV_BIN, changed_tasks, copy_inventory, venv_env
+from tests.helpers import ROOT, VENV_BIN, changed_tasks, copy_inventory, playbook_env, venv_env
 from tests.mailhost import ensure_lab_vps, make_keystore, publish_host_dns
 from tests.test_returnpath_messages import dsn, original_message, returned_whole
 
@@ -127,7 +127,7 @@ class Fleet:
     def converge(self) -> tuple[str, dict[str, int]]:
         proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(self.inv), "playbooks/site.yml"],
                               capture_output=True, text=True, cwd=ROOT, timeout=900,
-                              env=venv_env(ANSIBLE_NOCOLOR="1", ANSIBLE_CACHE_PLUGIN="memory"))
+                              env=playbook_env(ANSIBLE_NOCOLOR="1", ANSIBLE_CACHE_PLUGIN="memory"))
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, f"site play failed:\n{out[-5000:]}"
         assert self.key not in out and self.password not in out, "a secret appeared in the Ansible output"

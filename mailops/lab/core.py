@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,9 +305,11 @@ def down(cfg: LabConfig | None = None, log: Log = _quiet) -> dict:
     require_root()
     with _lock(cfg):
         state = load_state(cfg)
-        for name, m in state.get("machines", {}).items():
-            log(f"stopping {name}")
-            _remove_machine(cfg, m)
+        machines = state.get("machines", {})
+        log("stopping " + ", ".join(machines))
+        # all at once: each machine's shutdown is mostly waiting for its own systemd
+        with ThreadPoolExecutor(max_workers=max(1, len(machines))) as pool:
+            list(pool.map(lambda m: _remove_machine(cfg, m), machines.values()))
         problems = []
         for service in reversed(services.SERVICES):  # the emulator mirrors into BIND: BIND last
             try:

@@ -9,7 +9,6 @@ message the receiver bounces later suppresses its recipient.
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -135,8 +134,6 @@ def run_demo(cfg: LabConfig | None = None, vps: int = 1, log: Callable[[str], No
         return f"{host.name} converged: {result.changed} changed tasks in {result.seconds}s (host key {trust[0].status})"
 
     def live_send() -> str | tuple[str, list[str]]:
-        from pathlib import Path as _P
-
         from mailops import livesend
         from mailops.dkim.store import KeyStore
         from mailops.lab import acme
