@@ -158,7 +158,7 @@ class MailHost:
         assert proc.returncode == 0, f"ansible-playbook {' '.join(extra)} failed:\n{out[-4000:]}"
         for secret in (*self.passwords.values(), "PRIVATE KEY"):
             assert secret not in out, "a secret appeared in the Ansible output"
-        recap = out.split("PLAY RECAP", 1)[1]
+        recap = proc.stdout.split("PLAY RECAP", 1)[1]  # stderr's warnings may follow it in `out`
         stats = {k: int(v) for k, v in (part.split("=") for part in recap.split() if "=" in part)}
         return out, stats
 
