@@ -267,9 +267,12 @@ def cached_host_keys(host: str) -> set[tuple[str, str]]:
     for path in _fact_files(host):
         try:
             facts = json.loads(path.read_text())
+            if isinstance(facts, dict) and isinstance(facts.get("__payload__"), str):
+                facts = json.loads(facts["__payload__"])  # ansible-core 2.19's s1 format wraps the facts
         except (OSError, ValueError):
             continue
-        facts = facts.get("ansible_facts", facts) if isinstance(facts, dict) else {}
+        if not isinstance(facts, dict):
+            continue
         for kind in ("ed25519", "ecdsa", "rsa", "dsa"):
             key, keytype = facts.get(f"ansible_ssh_host_key_{kind}_public"), facts.get(
                 f"ansible_ssh_host_key_{kind}_public_keytype")

@@ -165,10 +165,11 @@ def test_converge_forgets_facts_cached_for_a_machine_that_was_re_installed(tmp_p
     old, new = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
 
     def cache(key: paramiko.PKey) -> Path:
+        # as ansible-core 2.19's jsonfile cache writes it (schema s1: the facts as a JSON string)
         path = tmp_path / "facts" / f"s1_{HOST}"
-        path.write_text(json.dumps({"ansible_distribution_release": "bookworm",
-                                    "ansible_ssh_host_key_ecdsa_public": key.get_base64(),
-                                    "ansible_ssh_host_key_ecdsa_public_keytype": key.get_name()}))
+        path.write_text(json.dumps({"__payload__": json.dumps({
+            "ansible_distribution_release": "bookworm", "ansible_ssh_host_key_ecdsa_public": key.get_base64(),
+            "ansible_ssh_host_key_ecdsa_public_keytype": key.get_name()})}))
         return path
 
     def trust(key: paramiko.PKey) -> None:
