@@ -185,10 +185,11 @@ def _remove_cgroups(groups: list[str]) -> None:
                 sub.rmdir()
             except OSError:
                 pass
-        try:
-            top.rmdir()
-        except OSError:
-            pass
+        for done in (top, top.parent):  # the parent mailops-lab/ too, once no machine is left in it
+            try:
+                done.rmdir()
+            except OSError:
+                break
 
 
 def start(cfg: LabConfig, machine: Machine, root: Path, timeout: float = 60.0) -> RunningMachine:
