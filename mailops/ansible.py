@@ -72,12 +72,16 @@ def mitogen_strategy_dir() -> str | None:
     return str(path) if path.is_dir() else None
 
 
+def mitogen_env() -> dict[str, str]:
+    """The environment that makes ansible-playbook use mitogen's strategy ({} without mitogen)."""
+    strategies = mitogen_strategy_dir()
+    return {"ANSIBLE_STRATEGY_PLUGINS": strategies, "ANSIBLE_STRATEGY": "mitogen_linear"} if strategies else {}
+
+
 def ansible_env() -> dict[str, str]:
     env = dict(os.environ)
-    strategies = mitogen_strategy_dir()
-    if strategies and "ANSIBLE_STRATEGY" not in env:
-        env["ANSIBLE_STRATEGY_PLUGINS"] = strategies
-        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
+    if "ANSIBLE_STRATEGY" not in env:
+        env.update(mitogen_env())
     env["ANSIBLE_CONFIG"] = str(project_dir() / "ansible.cfg")
     env["ANSIBLE_ROLES_PATH"] = str(project_dir() / "roles")
     env["ANSIBLE_FORCE_COLOR"] = "0"

@@ -30,11 +30,9 @@ def playbook_env(**extra: str) -> dict[str, str]:
     """venv_env for the tests' own ansible-playbook runs: with the mitogen strategy, as `mailops
     provision` converges (mailops.ansible.ansible_env); plain Ansible is proven by test_provision's
     plain ansible-playbook run and by test_install's collection play."""
-    from mailops.ansible import mitogen_strategy_dir
+    from mailops.ansible import mitogen_env
 
-    strategies = mitogen_strategy_dir()
-    mitogen = {"ANSIBLE_STRATEGY_PLUGINS": strategies, "ANSIBLE_STRATEGY": "mitogen_linear"} if strategies else {}
-    return venv_env(**{**mitogen, **extra})
+    return venv_env(**{**mitogen_env(), **extra})
 
 
 def mailops(*args: str, check: bool = True, timeout: float = 1500, input: str | None = None,

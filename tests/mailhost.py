@@ -144,8 +144,8 @@ class MailHost:
                  "loop": [{"name": "fullchain.pem", "mode": "0644"}, {"name": "privkey.pem", "mode": "0600"}]},
             ],
             "roles": list(roles)}]))
-        self.env = playbook_env(ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_PIPELINING="True", ANSIBLE_NOCOLOR="1",
-                            **(env or {}))
+        self.env = playbook_env(ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_PIPELINING="True",
+                                ANSIBLE_NOCOLOR="1", **(env or {}))
 
     def write_group_vars(self, vars_: dict) -> None:
         self.group_vars = vars_

@@ -5,8 +5,8 @@ other lab test converges: the demo, test_provision (fresh vps1, second run and c
 run change nothing, the shipped checks, and the no-warnings check below),
 test_provision_create (from nothing to `mailops verify` green) and the role tests.
 This module adds the other suite(s): vps7 is re-installed with trixie or vps8 with
-bookworm (`core.reset(..., suite=)`, the lab's "rebuild with another image"). It becomes the only mail host
-``mta.<rand>.lab.test`` of its own sending domain ``<rand>.lab.test`` (a copy of
+bookworm (`core.reset(..., suite=)`, the lab's "rebuild with another image"). It
+becomes the only mail host ``mta.<rand>.lab.test`` of its own sending domain ``<rand>.lab.test`` (a copy of
 the lab inventory: ACME certificate from the lab CA through certbot, MTA-STS
 served by nginx, the return path, fail2ban and nftables, PTRs through the lab
 BIND), published with `dns sync` under its own ownership registry. On each:
