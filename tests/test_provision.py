@@ -79,8 +79,11 @@ HOST_ADDR = "198.51.100.11"
 
 @pytest.fixture(scope="module")
 def provisioned(lab, lab_cfg):
-    """vps1 reset to a fresh VPS, keys generated, records published, converged by `new-vps`."""
-    core.reset(lab_cfg, "vps1")
+    """Keys generated, records published, vps1 converged by `new-vps` after its host key was
+    forgotten.  In a whole run the demo (tests/test_demo.py) has converged vps1 from a fresh VPS
+    just before, with the same inventory, so this converge has nothing to change; run alone, it
+    converges vps1 from whatever state it is in.  (A fresh VPS through the CLI's `new-vps`:
+    tests/test_provision_create.py.)"""
     # forget the lab's record of vps1's host key: new-vps must establish trust itself
     kh = lab_cfg.known_hosts
     subprocess.run(["ssh-keygen", "-R", HOST_ADDR, "-f", str(kh)], capture_output=True, check=True)
@@ -88,22 +91,21 @@ def provisioned(lab, lab_cfg):
     import base64, hashlib
     fp = "SHA256:" + base64.b64encode(hashlib.sha256(base64.b64decode(pub)).digest()).decode().rstrip("=")
     publish_lab_inventory()
-    t = time.monotonic()
     proc = mailops("provision", "new-vps", HOST, "-i", str(INVENTORY), "--expect-fingerprint", fp, "--json")
     first = json.loads(proc.stdout)
-    first["wall"] = time.monotonic() - t
     return {"first": first, "fingerprint": fp, "stderr": proc.stderr}
 
 
 def test_new_vps_records_the_host_key_and_converges(provisioned, lab_cfg):
     assert provisioned["first"]["ok"], provisioned
-    assert provisioned["first"]["changed"] > 10
     assert "host key recorded" in provisioned["stderr"]
     assert "outbound port 25" in provisioned["stderr"]
 
 
 def test_second_converge_changes_nothing(provisioned):
-    result = json.loads(mailops("provision", "apply", "-i", str(INVENTORY), "--json").stdout)
+    result = provisioned["first"]
+    if result["changed"]:  # new-vps had work to do (this module run alone): converge once more
+        result = json.loads(mailops("provision", "apply", "-i", str(INVENTORY), "--json").stdout)
     assert result["ok"] and result["changed"] == 0, result["changed_tasks"]
 
 
