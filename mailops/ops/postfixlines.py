@@ -119,15 +119,31 @@ def _not_ipv6(match: re.Match) -> str:
 # end of the text (none of their characters, no word character), so a reason is normalised word
 # by word, and the words of a log repeat ("said:", "450", "4.2.1", the same hosts and recipients):
 # normalised words by word, at most _CACHED of them (then it starts again: bounded memory).
+# "[" and "]" are such separators too (no pattern takes them, neither is a word character), so a
+# word holding them is normalised piece by piece through the same cache and is not cached whole:
+# there are as many "mx.example.net[192.0.2.7]:25:" words as hosts times their addresses, which
+# cleared the cache again and again, but only as many pieces as hosts plus addresses.
 _CACHED = 4_096
 _CACHED_WORD_CHARS = 100
 _normalised: dict[str, str] = {}
+_BRACKETS_RE = re.compile(r"([\[\]])")
 
 
 def _normalise_word(word: str) -> str:
     if "@" in word:
         word = _ADDRESS_RE.sub("<addr>", word)
     return _ONE_PASS_RE.sub(_one_pass, word)
+
+
+def _cached_word(word: str) -> str:
+    done = _normalised.get(word)
+    if done is None:
+        done = _normalise_word(word)
+        if len(word) <= _CACHED_WORD_CHARS:
+            if len(_normalised) >= _CACHED:
+                _normalised.clear()
+            _normalised[word] = done
+    return done
 
 
 def normalise_reason(reason: str) -> str:
@@ -137,11 +153,8 @@ def normalise_reason(reason: str) -> str:
     for word in reason.split(" "):
         done = cache.get(word)
         if done is None:
-            done = _normalise_word(word)
-            if len(word) <= _CACHED_WORD_CHARS:
-                if len(cache) >= _CACHED:
-                    cache.clear()
-                cache[word] = done
+            done = ("".join(map(_cached_word, _BRACKETS_RE.split(word))) if "[" in word or "]" in word
+                    else _cached_word(word))
         out.append(done)
     return " ".join(out)[:MAX_REASON_CHARS]
 

@@ -452,8 +452,8 @@ class LogStats:
         if status not in _DELIVERY_STATUSES:
             return                          # deliverable/undeliverable: address probes, not mail
         recipient = recipient.lower()
-        at = recipient.rfind("@")                       # domain_of, inlined: once per delivery
-        domain = recipient[at + 1:].lower() if at >= 0 else ""
+        at = recipient.rfind("@")                       # domain_of, inlined (the text is lowercase already)
+        domain = recipient[at + 1:] if at >= 0 else ""
         queued = self._inflight.get(queue_id)
         sender = queued.sender if queued is not None else None
         self.totals[status] += 1                        # _count and _count_dsn, inlined

@@ -25,6 +25,11 @@ class BoundedTable:
         return len(self._rows)
 
     def add(self, key: str, column: str, n: int = 1) -> None:
+        try:                    # a kept key: most adds
+            self._rows[key][self._column[column]] += n
+            return
+        except KeyError:        # a new key (or an unknown column, raised again below)
+            pass
         row = self._rows.get(key)
         if row is None:
             if len(self._rows) >= self.capacity:
