@@ -1,8 +1,9 @@
 """Debian 13 (trixie) and Debian 12 (bookworm): the full site play on both, end to end.
 
 The lab's own suite (trixie unless MAILOPS_LAB_SUITE says otherwise) is what every
-other lab test converges: the demo, test_provision (fresh vps1, second run and check
-run change nothing, the shipped checks, and the no-warnings check below),
+other lab test converges: the demo (fresh vps1, a second run changes nothing),
+test_provision (new-vps on the demo's vps1, check run and plain ansible-playbook
+change nothing, the shipped checks, and the no-warnings check below),
 test_provision_create (from nothing to `mailops verify` green) and the role tests.
 This module adds the other suite(s): vps7 is re-installed with trixie or vps8 with
 bookworm (`core.reset(..., suite=)`, the lab's "rebuild with another image"). It

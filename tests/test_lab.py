@@ -93,7 +93,7 @@ def _pids_with(fragment: str) -> list[int]:
 
 def test_vps_is_a_fresh_server_reached_over_ssh(pristine, lab_cfg):
     out = run_on(lab_cfg, VPS, "hostname; systemctl is-system-running; python3 -c 'print(42)'; "
-                                   "dpkg-query -W -f='${Status}' postfix 2>/dev/null || echo no-postfix")
+                               "dpkg-query -W -f='${Status}' postfix 2>/dev/null || echo no-postfix")
     hostname, state, py, postfix = out.splitlines()
     assert hostname == VPS and state == "running" and py == "42"
     assert postfix == "no-postfix"  # pristine: nothing but SSH and python3

@@ -93,7 +93,7 @@ def provisioned(lab, lab_cfg):
     publish_lab_inventory()
     proc = mailops("provision", "new-vps", HOST, "-i", str(INVENTORY), "--expect-fingerprint", fp, "--json")
     first = json.loads(proc.stdout)
-    return {"first": first, "fingerprint": fp, "stderr": proc.stderr}
+    return {"first": first, "stderr": proc.stderr}
 
 
 def test_new_vps_records_the_host_key_and_converges(provisioned, lab_cfg):
